@@ -1,0 +1,447 @@
+//! `/v1/transactions`: registration, back-office events, MIR reviews, ETR treatments, and the
+//! read side (one transaction with its history, the review queues).
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::error::ApiError;
+use super::request::{parse_json, read_body};
+use super::AppState;
+use crate::clock::rfc3339;
+use crate::config::Role;
+use crate::domain::{
+    Decision, Input, Operation, Outcome, State as TxState, Tguid, Treatment, Uguid,
+};
+use crate::store::{InputRequest, TransactionDetail, TxSummary};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/transactions", post(register).get(list))
+        .route("/v1/transactions/{tguid}", get(show))
+        .route("/v1/transactions/{tguid}/events", post(event))
+        .route("/v1/transactions/{tguid}/review", post(review))
+        .route("/v1/transactions/{tguid}/treatment", post(treatment))
+}
+
+// ---- wire types ----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterRequest {
+    tguid: String,
+    operation: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventRequest {
+    #[serde(rename = "type")]
+    kind: String,
+    uguid: Option<String>,
+    event_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewRequest {
+    decision: String,
+    reviewer: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TreatmentRequest {
+    treatment: String,
+    reviewer: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SummaryOut {
+    tguid: String,
+    operation: &'static str,
+    state: &'static str,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<&TxSummary> for SummaryOut {
+    fn from(s: &TxSummary) -> Self {
+        Self {
+            tguid: s.tguid.clone(),
+            operation: s.operation.as_str(),
+            state: s.state.as_str(),
+            created_at: rfc3339(s.created_at),
+            updated_at: rfc3339(s.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct EventOut {
+    #[serde(flatten)]
+    summary: SummaryOut,
+    /// True when this `event_id` had been applied before and nothing changed now.
+    duplicate: bool,
+}
+
+#[derive(Serialize)]
+struct TransitionOut {
+    from: Option<String>,
+    to: String,
+    input: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uguid: Option<String>,
+    actor: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<String>,
+    at: String,
+}
+
+#[derive(Serialize)]
+struct DeliveryOut {
+    id: i64,
+    endpoint: String,
+    status: String,
+    attempts: i64,
+    next_attempt_at: Option<String>,
+    last_attempt_at: Option<String>,
+    last_status: Option<i64>,
+    last_error: Option<String>,
+    delivered_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct NotificationOut {
+    seq: i64,
+    webhook_id: String,
+    /// The exact bytes sent, embedded as they are (key order kept).
+    body: Box<RawValue>,
+    created_at: String,
+    deliveries: Vec<DeliveryOut>,
+}
+
+#[derive(Serialize)]
+struct DetailOut {
+    #[serde(flatten)]
+    summary: SummaryOut,
+    transitions: Vec<TransitionOut>,
+    notifications: Vec<NotificationOut>,
+}
+
+#[derive(Serialize)]
+struct PageOut {
+    items: Vec<SummaryOut>,
+    next_cursor: Option<String>,
+}
+
+fn detail_out(d: TransactionDetail) -> Result<DetailOut, ApiError> {
+    let ts = |t: Option<i64>| t.map(rfc3339);
+    let mut notifications = Vec::with_capacity(d.notifications.len());
+    for n in d.notifications {
+        let text = String::from_utf8(n.body).map_err(ApiError::internal)?;
+        notifications.push(NotificationOut {
+            seq: n.seq,
+            webhook_id: n.webhook_id,
+            body: RawValue::from_string(text).map_err(ApiError::internal)?,
+            created_at: rfc3339(n.created_at),
+            deliveries: n
+                .deliveries
+                .into_iter()
+                .map(|x| DeliveryOut {
+                    id: x.id,
+                    endpoint: x.endpoint_id,
+                    status: x.status,
+                    attempts: x.attempts,
+                    next_attempt_at: ts(x.next_attempt_at),
+                    last_attempt_at: ts(x.last_attempt_at),
+                    last_status: x.last_status,
+                    last_error: x.last_error,
+                    delivered_at: ts(x.delivered_at),
+                })
+                .collect(),
+        });
+    }
+    Ok(DetailOut {
+        summary: SummaryOut::from(&d.summary),
+        transitions: d
+            .transitions
+            .into_iter()
+            .map(|t| TransitionOut {
+                from: t.from_state,
+                to: t.to_state,
+                input: t.input,
+                uguid: t.uguid,
+                actor: t.actor,
+                event_id: t.event_id,
+                at: rfc3339(t.at),
+            })
+            .collect(),
+        notifications,
+    })
+}
+
+// ---- validation helpers ----
+
+fn parse_enum<T>(
+    field: &str,
+    value: &str,
+    parse: fn(&str) -> Option<T>,
+    all: &[&str],
+) -> Result<T, ApiError> {
+    parse(value).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "{field} {value:?} is not one of {}",
+            all.join(", ")
+        ))
+    })
+}
+
+fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<&'static str> {
+    all.iter().map(|t| name(*t)).collect()
+}
+
+/// A free-text label (reviewer, event_id): 1–128 characters, none of them control characters.
+fn label(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v) if v.is_empty() || v.chars().count() > 128 || v.chars().any(char::is_control) => {
+            Err(ApiError::invalid(format!(
+                "{field} must be 1–128 characters without control characters"
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
+fn actor(caller: &str, reviewer: Option<String>) -> String {
+    match reviewer {
+        Some(r) => format!("{caller} (reviewer {r})"),
+        None => caller.to_owned(),
+    }
+}
+
+/// A path tguid: a bad one is 422, after the body was checked (CONTRACT §4 order).
+fn path_tguid(raw: &str) -> Result<Tguid, ApiError> {
+    Ok(Tguid::parse(raw)?)
+}
+
+// ---- handlers ----
+
+async fn register(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<SummaryOut>), ApiError> {
+    let caller = app.auth.check(&headers, &[Role::Ingest])?;
+    let req: RegisterRequest = parse_json(&read_body(body).await?)?;
+    let operation = parse_enum(
+        "operation",
+        &req.operation,
+        Operation::parse,
+        &names(Operation::ALL, Operation::as_str),
+    )?;
+    let tguid = Tguid::parse(&req.tguid)?;
+    let r = app.store.register(tguid, operation, caller.name).await?;
+    let status = if r.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(SummaryOut::from(&r.summary))))
+}
+
+async fn event(
+    State(app): State<AppState>,
+    Path(raw_tguid): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<EventOut>, ApiError> {
+    let caller = app.auth.check(&headers, &[Role::Ingest])?;
+    let req: EventRequest = parse_json(&read_body(body).await?)?;
+    let input = match req.kind.as_str() {
+        "PENDING" => Input::SentToReview,
+        "EXCEPTION" => Input::Exception,
+        "REVERSE_LATENT_MATCH" => match &req.uguid {
+            Some(u) => Input::LatentMatch(Uguid::parse(u)?),
+            None => return Err(ApiError::invalid("a REVERSE_LATENT_MATCH event needs a uguid")),
+        },
+        other => match Outcome::parse(other) {
+            Some(o) => Input::Outcome(o),
+            None => {
+                return Err(ApiError::invalid(format!(
+                    "type {other:?} is not one of ENROLLED, FAILED, MATCH, NOT_MATCH, PERSON_NOT_FOUND, PENDING, EXCEPTION, REVERSE_LATENT_MATCH"
+                )))
+            }
+        },
+    };
+    if req.uguid.is_some() && !matches!(input, Input::LatentMatch(_)) {
+        return Err(ApiError::invalid(format!(
+            "uguid is only allowed on REVERSE_LATENT_MATCH, not on {}",
+            req.kind
+        )));
+    }
+    let event_id = label("event_id", req.event_id)?;
+    let tguid = path_tguid(&raw_tguid)?;
+    let fingerprint = format!("{}|{}", req.kind, req.uguid.as_deref().unwrap_or(""));
+    let applied = app
+        .store
+        .apply(InputRequest {
+            tguid,
+            input,
+            event_id: event_id.map(|id| (id, fingerprint)),
+            actor: caller.name,
+        })
+        .await?;
+    Ok(Json(EventOut {
+        summary: SummaryOut::from(&applied.summary),
+        duplicate: applied.duplicate,
+    }))
+}
+
+async fn review(
+    State(app): State<AppState>,
+    Path(raw_tguid): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<SummaryOut>, ApiError> {
+    let caller = app.auth.check(&headers, &[Role::Review])?;
+    let req: ReviewRequest = parse_json(&read_body(body).await?)?;
+    let decision = parse_enum(
+        "decision",
+        &req.decision,
+        Decision::parse,
+        &names(Decision::ALL, Decision::as_str),
+    )?;
+    let reviewer = label("reviewer", req.reviewer)?;
+    let tguid = path_tguid(&raw_tguid)?;
+    let request = InputRequest {
+        tguid,
+        input: Input::Review(decision),
+        event_id: None,
+        actor: actor(&caller.name, reviewer),
+    };
+    let applied = app.store.apply(request).await?;
+    Ok(Json(SummaryOut::from(&applied.summary)))
+}
+
+async fn treatment(
+    State(app): State<AppState>,
+    Path(raw_tguid): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<SummaryOut>, ApiError> {
+    let caller = app.auth.check(&headers, &[Role::Review])?;
+    let req: TreatmentRequest = parse_json(&read_body(body).await?)?;
+    let t = parse_enum(
+        "treatment",
+        &req.treatment,
+        Treatment::parse,
+        &names(Treatment::ALL, Treatment::as_str),
+    )?;
+    let reviewer = label("reviewer", req.reviewer)?;
+    let tguid = path_tguid(&raw_tguid)?;
+    let request = InputRequest {
+        tguid,
+        input: Input::Treat(t),
+        event_id: None,
+        actor: actor(&caller.name, reviewer),
+    };
+    let applied = app.store.apply(request).await?;
+    Ok(Json(SummaryOut::from(&applied.summary)))
+}
+
+const ANY_ROLE: &[Role] = &[Role::Ingest, Role::Review];
+
+async fn show(
+    State(app): State<AppState>,
+    Path(raw_tguid): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<DetailOut>, ApiError> {
+    app.auth.check(&headers, ANY_ROLE)?;
+    let tguid = path_tguid(&raw_tguid)?;
+    match app
+        .store
+        .readers
+        .transaction(tguid.to_string())
+        .await
+        .map_err(ApiError::internal)?
+    {
+        Some(d) => Ok(Json(detail_out(d)?)),
+        None => Err(ApiError::not_found(format!(
+            "no transaction with tguid {tguid}"
+        ))),
+    }
+}
+
+/// Default and largest page of the review queues.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+async fn list(
+    State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<PageOut>, ApiError> {
+    app.auth.check(&headers, ANY_ROLE)?;
+    if let Some(k) = query
+        .keys()
+        .find(|k| !["state", "operation", "limit", "cursor"].contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid(format!(
+            "unknown query parameter {k:?} (use state, operation, limit, cursor)"
+        )));
+    }
+    let state = match query.get("state") {
+        Some(s) => Some(parse_enum(
+            "state",
+            s,
+            TxState::parse,
+            &names(TxState::ALL, TxState::as_str),
+        )?),
+        None => None,
+    };
+    let operation = match query.get("operation") {
+        Some(s) => Some(parse_enum(
+            "operation",
+            s,
+            Operation::parse,
+            &names(Operation::ALL, Operation::as_str),
+        )?),
+        None => None,
+    };
+    let limit = match query.get("limit") {
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::invalid(format!(
+                    "limit must be a whole number from 1 to {MAX_LIMIT}"
+                )))
+            }
+        },
+        None => DEFAULT_LIMIT,
+    };
+    let cursor = match query.get("cursor") {
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|c| *c >= 0)
+            .ok_or_else(|| ApiError::invalid("cursor is not one this service gave out"))?,
+        None => 0,
+    };
+    let page = app
+        .store
+        .readers
+        .list(state, operation, cursor, limit)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(PageOut {
+        items: page.items.iter().map(SummaryOut::from).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}

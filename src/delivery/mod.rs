@@ -1,0 +1,245 @@
+//! Outbound delivery: the dispatcher claims due deliveries from the store, POSTs each body to
+//! its endpoint (signed when the endpoint has a secret) and records what came of it.
+
+pub mod retry;
+pub mod signing;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::clock::now_ms;
+use crate::config::{DeliverySettings, EndpointSettings, Secret, SuccessRule};
+use crate::store::{ClaimedDelivery, Completion, Store};
+
+/// Most deliveries claimed in one round trip to the writer.
+const CLAIM_BATCH: usize = 256;
+
+/// Where an endpoint's notifications go and how they are signed.
+struct Target {
+    url: reqwest::Url,
+    secret: Option<Secret>,
+    /// Bounds concurrent POSTs to one endpoint, so a slow one cannot take every connection.
+    slots: Semaphore,
+}
+
+/// Sends what the store has claimed; one per service.
+pub struct Dispatcher {
+    store: Store,
+    client: reqwest::Client,
+    targets: HashMap<String, Arc<Target>>,
+    settings: DeliverySettings,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Store,
+        endpoints: &[EndpointSettings],
+        settings: DeliverySettings,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .timeout(settings.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            // Receivers are named by the operator; an ambient http_proxy must not reroute them.
+            .no_proxy()
+            .pool_max_idle_per_host(settings.endpoint_concurrency)
+            .user_agent(concat!("gbds-notifier/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let targets = endpoints
+            .iter()
+            .map(|e| {
+                let target = Target {
+                    url: e.url.clone(),
+                    secret: e.secret.clone(),
+                    slots: Semaphore::new(settings.endpoint_concurrency),
+                };
+                (e.id.clone(), Arc::new(target))
+            })
+            .collect();
+        Ok(Self {
+            store,
+            client,
+            targets,
+            settings,
+        })
+    }
+
+    /// Claims and sends until `stop` turns true; then lets POSTs in flight finish for up to
+    /// `grace` and gives back the leases of those that did not.
+    pub async fn run(self, mut stop: watch::Receiver<bool>, grace: Duration) {
+        let this = Arc::new(self);
+        let capacity = Arc::new(Semaphore::new(this.settings.max_in_flight));
+        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let mut tasks = JoinSet::new();
+        let lease_ms = this.settings.lease.as_millis() as i64;
+        while !*stop.borrow() {
+            while tasks.try_join_next().is_some() {}
+            let free = capacity.available_permits().min(CLAIM_BATCH);
+            if free == 0 {
+                tokio::select! {
+                    _ = capacity.acquire() => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            let claimed = this.store.claim(free, lease_ms).await;
+            let full = claimed.deliveries.len() == free;
+            for delivery in claimed.deliveries {
+                let permit = capacity
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("claimed no more than free");
+                in_flight.lock().expect("in-flight set").insert(delivery.id);
+                let (this, in_flight) = (this.clone(), in_flight.clone());
+                tasks.spawn(async move {
+                    let id = delivery.id;
+                    let completion = this.attempt(delivery).await;
+                    this.store.complete(vec![completion]).await;
+                    in_flight.lock().expect("in-flight set").remove(&id);
+                    drop(permit);
+                });
+            }
+            if full {
+                continue;
+            }
+            // Nothing more is due now: sleep until the next due time, a wake-up from the
+            // writer (new or promoted deliveries), or shutdown. A due time already past
+            // belongs to a delivery another claim holds; look again shortly.
+            let wait = match claimed.next_due {
+                Some(due) => Duration::from_millis((due - now_ms()).clamp(20, 1000) as u64),
+                None => Duration::from_secs(1),
+            };
+            tokio::select! {
+                _ = this.store.deliveries_ready.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tasks.abort_all();
+            let left: Vec<i64> = in_flight.lock().expect("in-flight set").drain().collect();
+            tracing::warn!(
+                count = left.len(),
+                "shutdown deadline: releasing unfinished deliveries"
+            );
+            this.store.release(left).await;
+        }
+    }
+
+    /// One POST and its classification.
+    async fn attempt(&self, d: ClaimedDelivery) -> Completion {
+        let Some(target) = self.targets.get(&d.endpoint_id) else {
+            // Claims only return configured endpoints; keep the delivery for when it is back.
+            return Completion::Gone {
+                id: d.id,
+                endpoint_id: d.endpoint_id,
+            };
+        };
+        let _slot = target.slots.acquire().await.expect("never closed");
+        let mut request = self
+            .client
+            .post(target.url.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &d.webhook_id);
+        if let Some(secret) = &target.secret {
+            let timestamp = now_ms() / 1000;
+            request = request
+                .header("webhook-timestamp", timestamp.to_string())
+                .header(
+                    "webhook-signature",
+                    signing::standard_signature(secret.expose(), &d.webhook_id, timestamp, &d.body),
+                )
+                .header(
+                    "X-Signature",
+                    signing::plain_signature(secret.expose(), &d.body),
+                );
+        }
+        let started = std::time::Instant::now();
+        let result = request.body(d.body.to_vec()).send().await;
+        let failed_attempts = d.attempts + 1;
+        match result {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(retry::parse_retry_after)
+                    .filter(|_| status == 429 || status == 503);
+                // Read the (small) answer so the connection goes back to the pool.
+                let _ = response.bytes().await;
+                let acknowledged = match self.settings.success {
+                    SuccessRule::Any2xx => (200..300).contains(&status),
+                    SuccessRule::Only200 => status == 200,
+                };
+                tracing::debug!(delivery = d.id, endpoint = %d.endpoint_id, status, elapsed_ms = started.elapsed().as_millis() as u64, "attempt");
+                if acknowledged {
+                    Completion::Delivered {
+                        id: d.id,
+                        http_status: status,
+                    }
+                } else if status == 410 {
+                    Completion::Gone {
+                        id: d.id,
+                        endpoint_id: d.endpoint_id,
+                    }
+                } else {
+                    self.failed(
+                        d.id,
+                        failed_attempts,
+                        Some(status),
+                        format!("HTTP {status}"),
+                        retry_after,
+                    )
+                }
+            }
+            Err(e) => {
+                let why = if e.is_timeout() {
+                    "timed out".to_owned()
+                } else if e.is_connect() {
+                    "connection failed".to_owned()
+                } else {
+                    "request failed".to_owned()
+                };
+                tracing::debug!(delivery = d.id, endpoint = %d.endpoint_id, error = %e, "attempt failed");
+                self.failed(d.id, failed_attempts, None, format!("{why}: {e}"), None)
+            }
+        }
+    }
+
+    fn failed(
+        &self,
+        id: i64,
+        failed_attempts: u32,
+        http_status: Option<u16>,
+        error: String,
+        retry_after: Option<Duration>,
+    ) -> Completion {
+        let s = &self.settings;
+        match retry::next_delay(
+            &s.retry_schedule,
+            failed_attempts,
+            s.jitter,
+            fastrand::f64(),
+            retry_after,
+        ) {
+            Some(delay) => Completion::Retry {
+                id,
+                http_status,
+                error,
+                next_attempt_at: now_ms() + delay.as_millis() as i64,
+            },
+            None => Completion::Dead {
+                id,
+                http_status,
+                error,
+            },
+        }
+    }
+}

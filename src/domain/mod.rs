@@ -1,0 +1,12 @@
+//! The GBDS notification state machine: operations, states, inputs and the notifications each
+//! transition emits (CONTRACT §2–§3). Pure: no I/O, no async, no clock.
+
+mod ids;
+mod machine;
+mod notification;
+
+pub use ids::{IdError, Tguid, Uguid};
+pub use machine::{
+    step, Decision, Input, Operation, Outcome, Refusal, State, Transition, Treatment, UpdateLabel,
+};
+pub use notification::{Notification, NotificationKind};

@@ -1,0 +1,99 @@
+//! gbds-notifier: the GBDS notification flows as a standalone service.
+//!
+//! - [`domain`]: the pure state machine (operations, states, inputs, notification bodies).
+//! - [`config`]: defaults → TOML file → `GBDS_*` environment, validated into [`config::Settings`].
+//! - [`store`]: SQLite; one group-committing writer thread, pooled readers, the outbox.
+//! - [`delivery`]: the dispatcher that claims, signs, POSTs and retries deliveries.
+//! - [`api`]: the REST API on axum.
+//! - [`states`]: renders the state machine as Markdown and Mermaid for `states/`.
+//! - [`receiver`]: a development receiver that prints notifications and checks signatures.
+//!
+//! [`run`] wires them together on a listener the caller opened, until `shutdown` resolves.
+
+pub mod api;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod receiver;
+pub mod states;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::store::{Store, StoreOptions};
+
+/// How long in-flight POSTs may run on after shutdown was asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Refuses to expose an API that has no tokens anywhere but on loopback.
+pub fn check_exposure(settings: &Settings) -> anyhow::Result<()> {
+    if settings.api.tokens.is_empty() {
+        if !settings.listen.ip().is_loopback() {
+            anyhow::bail!(
+                "config: api.tokens is empty, so the API would be open to anyone on {}; \
+                 configure [api] tokens or listen on a loopback address",
+                settings.listen
+            );
+        }
+        tracing::warn!(
+            listen = %settings.listen,
+            "NO API TOKENS CONFIGURED: the REST API is open to every local process; set [api] tokens"
+        );
+    }
+    Ok(())
+}
+
+/// Runs the service on `listener` until `shutdown` resolves, then stops accepting calls, lets
+/// POSTs in flight finish (bounded), releases what is left and closes the database.
+pub async fn run(
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    check_exposure(&settings)?;
+    let options = StoreOptions {
+        synchronous_full: settings.store.synchronous_full,
+        update_label: settings.update_label,
+        endpoints: settings
+            .endpoints
+            .iter()
+            .map(|e| (e.id.clone(), e.url.to_string()))
+            .collect(),
+    };
+    let path = settings.store.sqlite_path.clone();
+    let (store, writer) =
+        tokio::task::spawn_blocking(move || Store::open(&path, options)).await??;
+
+    let dispatcher = delivery::Dispatcher::new(
+        store.clone(),
+        &settings.endpoints,
+        settings.delivery.clone(),
+    )?;
+    let (stop, stopped) = watch::channel(false);
+    let dispatching = tokio::spawn(dispatcher.run(stopped, SHUTDOWN_GRACE));
+
+    let app = api::router(api::AppState {
+        store: store.clone(),
+        auth: Arc::new(api::Auth::new(settings.api.tokens.clone())),
+    });
+    tracing::info!(listen = %listener.local_addr()?, db = %settings.store.sqlite_path.display(), endpoints = settings.endpoints.len(), "gbds-notifier serving");
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+
+    tracing::info!("shutting down: no new calls; finishing deliveries in flight");
+    let _ = stop.send(true);
+    let _ = dispatching.await;
+    drop(store);
+    // The writer ends once every handle is gone, after committing what was queued.
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    tracing::info!("stopped");
+    Ok(served?)
+}

@@ -1,0 +1,129 @@
+//! The `gbds-notifier` binary: parses the command line, sets up logging, calls the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "gbds-notifier",
+    version,
+    about = "GBDS notification flows as a service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (embedded defaults: ./gbds-notifier.db, 127.0.0.1:8080, no endpoints).
+    Serve {
+        /// TOML configuration file; GBDS_* environment variables override its keys.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Write the state machine's table and diagrams (Markdown + Mermaid) into a directory.
+    States {
+        #[arg(long, default_value = "states")]
+        dir: PathBuf,
+        /// Only compare; exit 1 if the files are stale.
+        #[arg(long)]
+        check: bool,
+    },
+    /// A development receiver: prints each notification and whether its signatures verify.
+    Receive {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: std::net::SocketAddr,
+        /// The endpoint's secret (whsec_…), to verify signatures.
+        #[arg(long, env = "GBDS_RECEIVE_SECRET")]
+        secret: Option<String>,
+        /// The HTTP status to answer with (e.g. 503 to watch retries).
+        #[arg(long, default_value_t = 200)]
+        status: u16,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let settings =
+                match gbds_notifier::config::load(config.as_deref(), |k| std::env::var(k).ok()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        std::process::exit(2);
+                    }
+                };
+            if let Err(e) = gbds_notifier::check_exposure(&settings) {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(settings.listen)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+                gbds_notifier::run(settings, listener, shutdown_signal()).await
+            })
+        }
+        Command::States { dir, check } => {
+            let mut stale = Vec::new();
+            for (name, text) in gbds_notifier::states::render() {
+                let path = dir.join(&name);
+                if check {
+                    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                        stale.push(path.display().to_string());
+                    }
+                } else {
+                    std::fs::create_dir_all(&dir)?;
+                    std::fs::write(&path, text)?;
+                    println!("wrote {}", path.display());
+                }
+            }
+            if !stale.is_empty() {
+                eprintln!("stale: {} (run `gbds-notifier states`)", stale.join(", "));
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Receive {
+            listen,
+            secret,
+            status,
+        } => {
+            let status = axum::http::StatusCode::from_u16(status)?;
+            tokio::runtime::Runtime::new()?
+                .block_on(gbds_notifier::receiver::serve(listen, secret, status))
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

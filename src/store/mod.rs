@@ -1,0 +1,260 @@
+//! The SQLite store: one writer thread that owns the write connection and group-commits many
+//! calls per transaction, and reader connections for queries. Nothing is acknowledged before
+//! the commit that holds it.
+
+mod reader;
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::domain::{Input, Operation, Refusal, State, Tguid};
+
+pub use reader::{
+    DeliveryRow, NotificationRow, Readers, TransactionDetail, TransactionPage, TransitionRow,
+};
+
+/// A transaction's headline, as the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxSummary {
+    pub tguid: String,
+    pub operation: Operation,
+    pub state: State,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Why a write was refused or failed. Refusals leave the database as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("no transaction with tguid {0}")]
+    NotFound(String),
+    #[error("transaction {tguid} is already registered as {existing}")]
+    OperationConflict { tguid: String, existing: Operation },
+    #[error("event_id {0:?} was already used on this transaction with a different body")]
+    EventIdReused(String),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("storage error: {0}")]
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for WriteError {
+    fn from(e: rusqlite::Error) -> Self {
+        WriteError::Internal(e.to_string())
+    }
+}
+
+/// The answer to a registration.
+#[derive(Debug, Clone)]
+pub struct Registered {
+    /// False when the same tguid and operation were registered before (a no-op repeat).
+    pub created: bool,
+    pub summary: TxSummary,
+}
+
+/// The answer to an accepted input.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// True when this was a repeat of an `event_id` already applied (nothing changed).
+    pub duplicate: bool,
+    pub summary: TxSummary,
+    /// How many notifications the transition recorded.
+    pub notifications: usize,
+}
+
+/// An input to apply, with what the transition log keeps of it.
+#[derive(Debug, Clone)]
+pub struct InputRequest {
+    pub tguid: Tguid,
+    pub input: Input,
+    /// Idempotency key of a back-office event, and the fingerprint of the body it came with.
+    pub event_id: Option<(String, String)>,
+    pub actor: String,
+}
+
+/// A delivery reserved by the dispatcher until its lease ends.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub endpoint_id: String,
+    pub tguid: String,
+    pub seq: i64,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    pub webhook_id: String,
+    pub body: Arc<[u8]>,
+}
+
+/// A batch of claimed deliveries and when the next one not claimed now falls due.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub deliveries: Vec<ClaimedDelivery>,
+    pub next_due: Option<i64>,
+}
+
+/// What one attempt came to.
+#[derive(Debug, Clone)]
+pub enum Completion {
+    Delivered {
+        id: i64,
+        http_status: u16,
+    },
+    /// Failed; try again at `next_attempt_at`.
+    Retry {
+        id: i64,
+        http_status: Option<u16>,
+        error: String,
+        next_attempt_at: i64,
+    },
+    /// Failed and the retry schedule is used up.
+    Dead {
+        id: i64,
+        http_status: Option<u16>,
+        error: String,
+    },
+    /// 410 Gone: the endpoint is disabled; the delivery waits for it to be enabled again.
+    Gone {
+        id: i64,
+        endpoint_id: String,
+    },
+}
+
+pub(crate) enum Command {
+    Register {
+        tguid: Tguid,
+        operation: Operation,
+        actor: String,
+        reply: oneshot::Sender<Result<Registered, WriteError>>,
+    },
+    Apply {
+        request: InputRequest,
+        reply: oneshot::Sender<Result<Applied, WriteError>>,
+    },
+    Claim {
+        limit: usize,
+        lease_ms: i64,
+        reply: oneshot::Sender<Claimed>,
+    },
+    Complete {
+        completions: Vec<Completion>,
+    },
+    Release {
+        ids: Vec<i64>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// Settings the writer applies to every transition.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub synchronous_full: bool,
+    pub update_label: crate::domain::UpdateLabel,
+    /// (id, url) of the configured endpoints: every notification gets one delivery per endpoint.
+    pub endpoints: Vec<(String, String)>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    commands: mpsc::Sender<Command>,
+    pub readers: Readers,
+    /// Woken after a commit that made a delivery claimable.
+    pub deliveries_ready: Arc<Notify>,
+}
+
+fn open(path: &Path, synchronous_full: bool) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if synchronous_full { "FULL" } else { "NORMAL" },
+    )?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (creating and migrating) the database, syncs the endpoint list, releases leases a
+    /// previous process left behind, and starts the writer thread.
+    pub fn open(
+        path: &Path,
+        options: StoreOptions,
+    ) -> anyhow::Result<(Store, std::thread::JoinHandle<()>)> {
+        let mut conn = open(path, options.synchronous_full)
+            .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        schema::migrate(&mut conn)?;
+        writer::prepare(&mut conn, &options.endpoints)?;
+        let readers = Readers::new(path.to_owned(), options.synchronous_full);
+        let (tx, rx) = mpsc::channel(4096);
+        let notify = Arc::new(Notify::new());
+        let handle = writer::spawn(conn, rx, options, notify.clone())?;
+        Ok((
+            Store {
+                commands: tx,
+                readers,
+                deliveries_ready: notify,
+            },
+            handle,
+        ))
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| WriteError::Internal("the store is shutting down".into()))?;
+        answer
+            .await
+            .map_err(|_| WriteError::Internal("the store writer stopped".into()))
+    }
+
+    pub async fn register(
+        &self,
+        tguid: Tguid,
+        operation: Operation,
+        actor: String,
+    ) -> Result<Registered, WriteError> {
+        self.ask(|reply| Command::Register {
+            tguid,
+            operation,
+            actor,
+            reply,
+        })
+        .await?
+    }
+
+    pub async fn apply(&self, request: InputRequest) -> Result<Applied, WriteError> {
+        self.ask(|reply| Command::Apply { request, reply }).await?
+    }
+
+    /// Reserves up to `limit` due deliveries, each the first pending one of its queue.
+    pub async fn claim(&self, limit: usize, lease_ms: i64) -> Claimed {
+        self.ask(|reply| Command::Claim {
+            limit,
+            lease_ms,
+            reply,
+        })
+        .await
+        .unwrap_or_default()
+    }
+
+    /// Records attempt results; they are committed with the next batch.
+    pub async fn complete(&self, completions: Vec<Completion>) {
+        let _ = self.commands.send(Command::Complete { completions }).await;
+    }
+
+    /// Gives back leases of deliveries that were claimed but not attempted (at shutdown).
+    pub async fn release(&self, ids: Vec<i64>) {
+        let _ = self.ask(|reply| Command::Release { ids, reply }).await;
+    }
+}

@@ -1,0 +1,243 @@
+//! Read-only queries on their own connections (WAL lets them run beside the writer), run on
+//! tokio's blocking pool so that they never stall the async workers.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use super::TxSummary;
+use crate::domain::{Operation, State};
+
+/// A pool of read connections, opened on demand and reused.
+#[derive(Clone)]
+pub struct Readers {
+    path: Arc<PathBuf>,
+    idle: Arc<Mutex<Vec<Connection>>>,
+}
+
+/// One accepted input of a transaction's history.
+#[derive(Debug, Clone)]
+pub struct TransitionRow {
+    pub from_state: Option<String>,
+    pub to_state: String,
+    pub input: String,
+    pub uguid: Option<String>,
+    pub actor: String,
+    pub event_id: Option<String>,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryRow {
+    pub id: i64,
+    pub endpoint_id: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub last_attempt_at: Option<i64>,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotificationRow {
+    pub seq: i64,
+    pub webhook_id: String,
+    pub body: Vec<u8>,
+    pub created_at: i64,
+    pub deliveries: Vec<DeliveryRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TransactionDetail {
+    pub summary: TxSummary,
+    pub transitions: Vec<TransitionRow>,
+    pub notifications: Vec<NotificationRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TransactionPage {
+    pub items: Vec<TxSummary>,
+    /// Pass back as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<i64>,
+}
+
+fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TxSummary> {
+    let op: String = r.get("operation")?;
+    let state: String = r.get("state")?;
+    let bad = |what: &str, v: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("bad {what} {v:?}").into(),
+        )
+    };
+    Ok(TxSummary {
+        tguid: r.get("tguid")?,
+        operation: Operation::parse(&op).ok_or_else(|| bad("operation", &op))?,
+        state: State::parse(&state).ok_or_else(|| bad("state", &state))?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
+    })
+}
+
+impl Readers {
+    pub(super) fn new(path: PathBuf, _synchronous_full: bool) -> Self {
+        Self {
+            path: Arc::new(path),
+            idle: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
+    /// Runs `f` on a read connection on the blocking pool.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> rusqlite::Result<T> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match this.idle.lock().expect("reader pool").pop() {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        this.path.as_ref(),
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )?;
+                    c.pragma_update(None, "busy_timeout", 5000)?;
+                    c
+                }
+            };
+            let out = f(&conn);
+            this.idle.lock().expect("reader pool").push(conn);
+            out
+        })
+        .await
+        .map_err(|e| {
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(1),
+                Some(format!("reader task failed: {e}")),
+            )
+        })?
+    }
+
+    pub async fn transaction(&self, tguid: String) -> rusqlite::Result<Option<TransactionDetail>> {
+        self.run(move |c| transaction(c, &tguid)).await
+    }
+
+    pub async fn list(
+        &self,
+        state: Option<State>,
+        operation: Option<Operation>,
+        cursor: i64,
+        limit: usize,
+    ) -> rusqlite::Result<TransactionPage> {
+        self.run(move |c| list(c, state, operation, cursor, limit))
+            .await
+    }
+}
+
+fn transaction(c: &Connection, tguid: &str) -> rusqlite::Result<Option<TransactionDetail>> {
+    let Some(summary) = c
+        .prepare_cached("SELECT tguid, operation, state, created_at, updated_at FROM transactions WHERE tguid = ?1")?
+        .query_row([tguid], summary_from_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let transitions = c
+        .prepare_cached(
+            "SELECT from_state, to_state, input, uguid, actor, event_id, at FROM transitions WHERE tguid = ?1 ORDER BY id",
+        )?
+        .query_map([tguid], |r| {
+            Ok(TransitionRow {
+                from_state: r.get(0)?,
+                to_state: r.get(1)?,
+                input: r.get(2)?,
+                uguid: r.get(3)?,
+                actor: r.get(4)?,
+                event_id: r.get(5)?,
+                at: r.get(6)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut notifications = c
+        .prepare_cached("SELECT id, seq, webhook_id, body, created_at FROM notifications WHERE tguid = ?1 ORDER BY seq")?
+        .query_map([tguid], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                NotificationRow {
+                    seq: r.get(1)?,
+                    webhook_id: r.get(2)?,
+                    body: r.get(3)?,
+                    created_at: r.get(4)?,
+                    deliveries: vec![],
+                },
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut deliveries = c.prepare_cached(
+        "SELECT id, endpoint_id, status, attempts, next_attempt_at, last_attempt_at, last_status, last_error, delivered_at
+         FROM deliveries WHERE notification_id = ?1 ORDER BY endpoint_id",
+    )?;
+    for (id, n) in &mut notifications {
+        n.deliveries = deliveries
+            .query_map(params![*id], |r| {
+                let status: String = r.get(2)?;
+                Ok(DeliveryRow {
+                    id: r.get(0)?,
+                    endpoint_id: r.get(1)?,
+                    next_attempt_at: if status == "pending" { r.get(4)? } else { None },
+                    status,
+                    attempts: r.get(3)?,
+                    last_attempt_at: r.get(5)?,
+                    last_status: r.get(6)?,
+                    last_error: r.get(7)?,
+                    delivered_at: r.get(8)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+    }
+    Ok(Some(TransactionDetail {
+        summary,
+        transitions,
+        notifications: notifications.into_iter().map(|(_, n)| n).collect(),
+    }))
+}
+
+fn list(
+    c: &Connection,
+    state: Option<State>,
+    operation: Option<Operation>,
+    cursor: i64,
+    limit: usize,
+) -> rusqlite::Result<TransactionPage> {
+    let mut stmt = c.prepare_cached(
+        "SELECT rowid, tguid, operation, state, created_at, updated_at FROM transactions
+         WHERE rowid > ?1 AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR operation = ?3)
+         ORDER BY rowid LIMIT ?4",
+    )?;
+    let rows = stmt
+        .query_map(
+            params![
+                cursor,
+                state.map(State::as_str),
+                operation.map(Operation::as_str),
+                limit as i64 + 1
+            ],
+            |r| Ok((r.get::<_, i64>(0)?, summary_from_row(r)?)),
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    let more = rows.len() > limit;
+    let items: Vec<_> = rows.into_iter().take(limit).collect();
+    let next_cursor = if more {
+        items.last().map(|(rowid, _)| *rowid)
+    } else {
+        None
+    };
+    Ok(TransactionPage {
+        items: items.into_iter().map(|(_, s)| s).collect(),
+        next_cursor,
+    })
+}

@@ -1,0 +1,106 @@
+//! The database schema as ordered, embedded migrations, applied at start (`PRAGMA user_version`).
+
+use rusqlite::Connection;
+
+/// Each entry moves the schema one version up; never edit one that has shipped, add another.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE transactions (
+    tguid       TEXT PRIMARY KEY,
+    operation   TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    next_seq    INTEGER NOT NULL            -- sequence number of its next notification
+);
+-- the review queues: by state, in registration order (the implicit rowid is the cursor)
+CREATE INDEX transactions_by_state ON transactions(state);
+
+-- append-only: every accepted input, who sent it and when
+CREATE TABLE transitions (
+    id          INTEGER PRIMARY KEY,
+    tguid       TEXT NOT NULL,
+    from_state  TEXT,                       -- NULL for the registration
+    to_state    TEXT NOT NULL,
+    input       TEXT NOT NULL,
+    uguid       TEXT,
+    actor       TEXT NOT NULL,
+    event_id    TEXT,
+    at          INTEGER NOT NULL
+);
+CREATE INDEX transitions_by_tguid ON transitions(tguid, id);
+
+-- event_id idempotency keys, scoped to their transaction
+CREATE TABLE event_ids (
+    tguid       TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    PRIMARY KEY (tguid, event_id)
+) WITHOUT ROWID;
+
+-- the outbox: exact bodies, numbered per transaction
+CREATE TABLE notifications (
+    id          INTEGER PRIMARY KEY,
+    tguid       TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    webhook_id  TEXT NOT NULL UNIQUE,
+    operation   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    UNIQUE (tguid, seq)
+);
+
+CREATE TABLE endpoints (
+    id              TEXT PRIMARY KEY,
+    url             TEXT NOT NULL,
+    active          INTEGER NOT NULL,       -- 1 while the configuration names it
+    enabled         INTEGER NOT NULL,       -- 0 after a 410 Gone
+    disabled_reason TEXT,
+    updated_at      INTEGER NOT NULL
+);
+
+-- one row per (notification, endpoint)
+CREATE TABLE deliveries (
+    id              INTEGER PRIMARY KEY,
+    notification_id INTEGER NOT NULL,
+    endpoint_id     TEXT NOT NULL,
+    tguid           TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    status          TEXT NOT NULL,          -- pending | delivered | dead
+    ready           INTEGER NOT NULL,       -- 1: first pending one of its (tguid, endpoint)
+    leased          INTEGER NOT NULL DEFAULT 0, -- 1: claimed; next_attempt_at is the lease end
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_attempt_at INTEGER,
+    last_status     INTEGER,
+    last_error      TEXT,
+    delivered_at    INTEGER,
+    UNIQUE (notification_id, endpoint_id)
+);
+-- what the dispatcher may claim: heads of their queues, by due time
+CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending' AND ready = 1;
+-- each (tguid, endpoint) queue in order, for promoting the next one
+CREATE INDEX deliveries_queue ON deliveries(tguid, endpoint_id, seq) WHERE status = 'pending';
+CREATE INDEX deliveries_leased ON deliveries(id) WHERE leased = 1;
+CREATE INDEX deliveries_by_notification ON deliveries(notification_id);
+"#];
+
+/// Brings the schema up to date inside one transaction.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > MIGRATIONS.len() {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(1),
+            Some(format!(
+                "the database schema is version {version}, newer than this binary knows ({})",
+                MIGRATIONS.len()
+            )),
+        ));
+    }
+    let tx = conn.transaction()?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+    }
+    tx.commit()
+}
