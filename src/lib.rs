@@ -71,11 +71,9 @@ pub async fn run(
     let (store, writer) =
         tokio::task::spawn_blocking(move || Store::open(&path, options)).await??;
 
-    let dispatcher = delivery::Dispatcher::new(
-        store.clone(),
-        &settings.endpoints,
-        settings.delivery.clone(),
-    )?;
+    let targets = delivery::Targets::new(&settings.endpoints, &settings.delivery);
+    let dispatcher =
+        delivery::Dispatcher::new(store.clone(), targets.clone(), settings.delivery.clone())?;
     let (stop, stopped) = watch::channel(false);
     let dispatching = tokio::spawn(dispatcher.run(stopped, SHUTDOWN_GRACE));
 

@@ -5,7 +5,7 @@ pub mod retry;
 pub mod signing;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
@@ -26,20 +26,63 @@ struct Target {
     slots: Semaphore,
 }
 
+impl Target {
+    fn new(e: &EndpointSettings, settings: &DeliverySettings) -> Self {
+        Target {
+            url: e.url.clone(),
+            secret: e.secret.clone(),
+            slots: Semaphore::new(settings.endpoint_concurrency),
+        }
+    }
+}
+
+/// The endpoints deliveries can go to, by id; changed at runtime by the endpoints API.
+#[derive(Clone)]
+pub struct Targets {
+    map: Arc<RwLock<HashMap<String, Arc<Target>>>>,
+    settings: Arc<DeliverySettings>,
+}
+
+impl Targets {
+    pub fn new(endpoints: &[EndpointSettings], settings: &DeliverySettings) -> Self {
+        let map = endpoints
+            .iter()
+            .map(|e| (e.id.clone(), Arc::new(Target::new(e, settings))))
+            .collect();
+        Targets {
+            map: Arc::new(RwLock::new(map)),
+            settings: Arc::new(settings.clone()),
+        }
+    }
+
+    /// Adds or replaces an endpoint (deliveries in flight finish with the old one).
+    pub fn upsert(&self, e: &EndpointSettings) {
+        let target = Arc::new(Target::new(e, &self.settings));
+        self.map
+            .write()
+            .expect("targets")
+            .insert(e.id.clone(), target);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.map.write().expect("targets").remove(id);
+    }
+
+    fn get(&self, id: &str) -> Option<Arc<Target>> {
+        self.map.read().expect("targets").get(id).cloned()
+    }
+}
+
 /// Sends what the store has claimed; one per service.
 pub struct Dispatcher {
     store: Store,
     client: reqwest::Client,
-    targets: HashMap<String, Arc<Target>>,
+    targets: Targets,
     settings: DeliverySettings,
 }
 
 impl Dispatcher {
-    pub fn new(
-        store: Store,
-        endpoints: &[EndpointSettings],
-        settings: DeliverySettings,
-    ) -> anyhow::Result<Self> {
+    pub fn new(store: Store, targets: Targets, settings: DeliverySettings) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
@@ -49,17 +92,6 @@ impl Dispatcher {
             .pool_max_idle_per_host(settings.endpoint_concurrency)
             .user_agent(concat!("gbds-notifier/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let targets = endpoints
-            .iter()
-            .map(|e| {
-                let target = Target {
-                    url: e.url.clone(),
-                    secret: e.secret.clone(),
-                    slots: Semaphore::new(settings.endpoint_concurrency),
-                };
-                (e.id.clone(), Arc::new(target))
-            })
-            .collect();
         Ok(Self {
             store,
             client,
