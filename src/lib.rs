@@ -5,16 +5,19 @@
 //! - [`store`]: SQLite; one group-committing writer thread, pooled readers, the outbox.
 //! - [`delivery`]: the dispatcher that claims, signs, POSTs and retries deliveries.
 //! - [`api`]: the REST API on axum.
+//! - [`jobs`]: scheduled retention and endpoint-health jobs.
 //! - [`states`]: renders the state machine as Markdown and Mermaid for `states/`.
 //! - [`receiver`]: a development receiver that prints notifications and checks signatures.
 //!
 //! [`run`] wires them together on a listener the caller opened, until `shutdown` resolves.
 
 pub mod api;
+pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod jobs;
 pub mod receiver;
 pub mod states;
 pub mod store;
@@ -68,29 +71,43 @@ pub async fn run(
             .collect(),
     };
     let path = settings.store.sqlite_path.clone();
-    let (store, writer) =
-        tokio::task::spawn_blocking(move || Store::open(&path, options)).await??;
+    let store::Opened {
+        store,
+        writer,
+        api_endpoints,
+    } = tokio::task::spawn_blocking(move || Store::open(&path, options)).await??;
 
     let targets = delivery::Targets::new(&settings.endpoints, &settings.delivery);
+    for e in &api_endpoints {
+        match config::EndpointSettings::runtime(&e.id, &e.url, e.secret.clone()) {
+            Ok(endpoint) => targets.upsert(&endpoint),
+            Err(why) => {
+                tracing::error!(endpoint = %e.id, %why, "stored endpoint is invalid; skipped")
+            }
+        }
+    }
     let dispatcher =
         delivery::Dispatcher::new(store.clone(), targets.clone(), settings.delivery.clone())?;
+    let mut scheduler = jobs::start(&settings, &store).await?;
     let (stop, stopped) = watch::channel(false);
     let dispatching = tokio::spawn(dispatcher.run(stopped, SHUTDOWN_GRACE));
 
     let app = api::router(api::AppState {
         store: store.clone(),
+        targets: targets.clone(),
         auth: Arc::new(api::Auth::new(settings.api.tokens.clone())),
     });
     tracing::info!(listen = %listener.local_addr()?, db = %settings.store.sqlite_path.display(), endpoints = settings.endpoints.len(), "gbds-notifier serving");
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = api::serve(listener, app, &settings.api, shutdown).await;
 
     tracing::info!("shutting down: no new calls; finishing deliveries in flight");
+    let _ = scheduler.shutdown().await;
+    drop(scheduler);
     let _ = stop.send(true);
     let _ = dispatching.await;
+    store.shutdown().await;
     drop(store);
-    // The writer ends once every handle is gone, after committing what was queued.
+    // The writer stops after committing everything queued before the shutdown command.
     let _ = tokio::task::spawn_blocking(move || writer.join()).await;
     tracing::info!("stopped");
     Ok(served?)

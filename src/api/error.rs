@@ -82,6 +82,8 @@ impl From<WriteError> for ApiError {
             WriteError::Refused(_) => {
                 ApiError::new(StatusCode::CONFLICT, "invalid_transition", message)
             }
+            WriteError::Missing(_) => ApiError::not_found(message),
+            WriteError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             WriteError::Internal(_) => ApiError::internal(message),
         }
     }

@@ -1,7 +1,9 @@
 //! The REST API (CONTRACT §4) on axum: one module per resource, each exporting `router()`.
 
 mod error;
+mod operator;
 mod request;
+mod serve;
 mod transactions;
 
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use axum::{Json, Router};
 
 pub use error::ApiError;
 pub use request::{Auth, MAX_BODY};
+pub use serve::{harden, serve};
 
 use crate::store::Store;
 
@@ -19,6 +22,8 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// Where deliveries go; updated when endpoints are managed through the API.
+    pub targets: crate::delivery::Targets,
     pub auth: Arc<Auth>,
 }
 
@@ -26,6 +31,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .merge(transactions::router())
+        .merge(operator::router())
         .fallback(|| async {
             ApiError::not_found("no such route; see the API table in the README")
         })

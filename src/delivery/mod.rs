@@ -1,10 +1,12 @@
 //! Outbound delivery: the dispatcher claims due deliveries from the store, POSTs each body to
 //! its endpoint (signed when the endpoint has a secret) and records what came of it.
 
+pub mod auth;
+pub mod guard;
 pub mod retry;
 pub mod signing;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -13,7 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::now_ms;
 use crate::config::{DeliverySettings, EndpointSettings, Secret, SuccessRule};
-use crate::store::{ClaimedDelivery, Completion, Store};
+use crate::store::{ClaimBudget, ClaimedDelivery, Completion, Store};
 
 /// Most deliveries claimed in one round trip to the writer.
 const CLAIM_BATCH: usize = 256;
@@ -21,17 +23,21 @@ const CLAIM_BATCH: usize = 256;
 /// Where an endpoint's notifications go and how they are signed.
 struct Target {
     url: reqwest::Url,
-    secret: Option<Secret>,
+    /// Newest first; all sign `webhook-signature` during a rotation, the first `X-Signature`.
+    secrets: Vec<Secret>,
     /// Bounds concurrent POSTs to one endpoint, so a slow one cannot take every connection.
     slots: Semaphore,
+    /// API key or OAuth2 token (with its cache) for this endpoint.
+    credentials: auth::Credentials,
 }
 
 impl Target {
     fn new(e: &EndpointSettings, settings: &DeliverySettings) -> Self {
         Target {
             url: e.url.clone(),
-            secret: e.secret.clone(),
+            secrets: e.secrets.clone(),
             slots: Semaphore::new(settings.endpoint_concurrency),
+            credentials: auth::Credentials::new(e.auth.as_ref()),
         }
     }
 }
@@ -83,15 +89,15 @@ pub struct Dispatcher {
 
 impl Dispatcher {
     pub fn new(store: Store, targets: Targets, settings: DeliverySettings) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
             // Receivers are named by the operator; an ambient http_proxy must not reroute them.
             .no_proxy()
             .pool_max_idle_per_host(settings.endpoint_concurrency)
-            .user_agent(concat!("gbds-notifier/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("gbds-notifier/", env!("CARGO_PKG_VERSION")));
+        let client = guard::restrict(builder, settings.block_private_targets).build()?;
         Ok(Self {
             store,
             client,
@@ -105,7 +111,8 @@ impl Dispatcher {
     pub async fn run(self, mut stop: watch::Receiver<bool>, grace: Duration) {
         let this = Arc::new(self);
         let capacity = Arc::new(Semaphore::new(this.settings.max_in_flight));
-        let in_flight: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        // Claimed and not yet completed: delivery id -> endpoint id.
+        let in_flight: Arc<Mutex<HashMap<i64, String>>> = Arc::default();
         let mut tasks = JoinSet::new();
         let lease_ms = this.settings.lease.as_millis() as i64;
         while !*stop.borrow() {
@@ -118,14 +125,18 @@ impl Dispatcher {
                 }
                 continue;
             }
-            let claimed = this.store.claim(free, lease_ms).await;
+            let budget = this.budget(&in_flight.lock().expect("in-flight set"));
+            let claimed = this.store.claim(free, lease_ms, budget).await;
             let full = claimed.deliveries.len() == free;
             for delivery in claimed.deliveries {
                 let permit = capacity
                     .clone()
                     .try_acquire_owned()
                     .expect("claimed no more than free");
-                in_flight.lock().expect("in-flight set").insert(delivery.id);
+                in_flight
+                    .lock()
+                    .expect("in-flight set")
+                    .insert(delivery.id, delivery.endpoint_id.clone());
                 let (this, in_flight) = (this.clone(), in_flight.clone());
                 tasks.spawn(async move {
                     let id = delivery.id;
@@ -155,12 +166,33 @@ impl Dispatcher {
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tasks.abort_all();
-            let left: Vec<i64> = in_flight.lock().expect("in-flight set").drain().collect();
+            let left: Vec<i64> = in_flight
+                .lock()
+                .expect("in-flight set")
+                .drain()
+                .map(|(id, _)| id)
+                .collect();
             tracing::warn!(
                 count = left.len(),
                 "shutdown deadline: releasing unfinished deliveries"
             );
             this.store.release(left).await;
+        }
+    }
+
+    /// What each endpoint may still take, given the deliveries in flight.
+    fn budget(&self, in_flight: &HashMap<i64, String>) -> ClaimBudget {
+        let limit = self.settings.endpoint_concurrency;
+        let mut busy: HashMap<String, usize> = HashMap::new();
+        for endpoint in in_flight.values() {
+            *busy.entry(endpoint.clone()).or_default() += 1;
+        }
+        for used in busy.values_mut() {
+            *used = limit.saturating_sub(*used);
+        }
+        ClaimBudget {
+            busy,
+            default: limit,
         }
     }
 
@@ -179,21 +211,24 @@ impl Dispatcher {
             .post(target.url.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header("webhook-id", &d.webhook_id);
-        if let Some(secret) = &target.secret {
+        if let Some(newest) = target.secrets.first() {
             let timestamp = now_ms() / 1000;
+            let all = target.secrets.iter().map(Secret::expose);
             request = request
                 .header("webhook-timestamp", timestamp.to_string())
                 .header(
                     "webhook-signature",
-                    signing::standard_signature(secret.expose(), &d.webhook_id, timestamp, &d.body),
+                    signing::standard_signatures(all, &d.webhook_id, timestamp, &d.body),
                 )
                 .header(
                     "X-Signature",
-                    signing::plain_signature(secret.expose(), &d.body),
+                    signing::plain_signature(newest.expose(), &d.body),
                 );
         }
         let started = std::time::Instant::now();
-        let result = request.body(d.body.to_vec()).send().await;
+        let request = request.body(d.body.to_vec());
+        let guarded = self.settings.block_private_targets;
+        let result = auth::send(&self.client, &target.credentials, guarded, request).await;
         let failed_attempts = d.attempts + 1;
         match result {
             Ok(response) => {

@@ -2,6 +2,7 @@
 //! calls per transaction, and reader connections for queries. Nothing is acknowledged before
 //! the commit that holds it.
 
+mod admin;
 mod reader;
 mod schema;
 mod writer;
@@ -15,7 +16,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::domain::{Input, Operation, Refusal, State, Tguid};
 
 pub use reader::{
-    DeliveryRow, NotificationRow, Readers, TransactionDetail, TransactionPage, TransitionRow,
+    DeliveryFilter, DeliveryListRow, DeliveryRow, EndpointRow, NotificationRow, Readers,
+    TransactionDetail, TransactionPage, TransitionRow,
 };
 
 /// A transaction's headline, as the API returns it.
@@ -39,6 +41,12 @@ pub enum WriteError {
     EventIdReused(String),
     #[error(transparent)]
     Refused(#[from] Refusal),
+    /// Something other than a transaction does not exist (a delivery, an endpoint).
+    #[error("{0}")]
+    Missing(String),
+    /// An operator action that does not fit the current state of what it acts on.
+    #[error("{0}")]
+    Conflict(String),
     #[error("storage error: {0}")]
     Internal(String),
 }
@@ -97,6 +105,14 @@ pub struct Claimed {
     pub next_due: Option<i64>,
 }
 
+/// How many deliveries each endpoint may still take in a claim: those busy up to the
+/// per-endpoint limit are listed with what they have left; any other gets `default`.
+#[derive(Debug, Clone, Default)]
+pub struct ClaimBudget {
+    pub busy: std::collections::HashMap<String, usize>,
+    pub default: usize,
+}
+
 /// What one attempt came to.
 #[derive(Debug, Clone)]
 pub enum Completion {
@@ -124,7 +140,65 @@ pub enum Completion {
     },
 }
 
+/// An operator action (see `admin`).
+#[derive(Debug, Clone)]
+pub enum AdminOp {
+    /// Send a dead (or waiting) delivery again now.
+    RetryDelivery {
+        id: i64,
+    },
+    /// Send again everything that went dead to an endpoint since a time (Unix ms).
+    Recover {
+        endpoint_id: String,
+        since: i64,
+    },
+    /// Send a transaction's whole sequence again (to one endpoint, or to all).
+    Renotify {
+        tguid: String,
+        endpoint_id: Option<String>,
+    },
+    CreateEndpoint {
+        id: String,
+        url: String,
+        secret: Option<String>,
+    },
+    /// `secret: Some(None)` removes the secret.
+    UpdateEndpoint {
+        id: String,
+        url: Option<String>,
+        secret: Option<Option<String>>,
+        enabled: Option<bool>,
+    },
+    DeleteEndpoint {
+        id: String,
+    },
+    /// Delete up to `limit` fully delivered final transactions last changed before `cutoff`.
+    Retention {
+        cutoff: i64,
+        limit: usize,
+    },
+    /// Disable endpoints failing continuously since before `cutoff`.
+    DisableFailing {
+        cutoff: i64,
+    },
+}
+
+/// What an operator action did.
+#[derive(Debug, Clone, Default)]
+pub struct AdminDone {
+    /// Rows (deliveries, transactions, endpoints) it changed.
+    pub affected: usize,
+    /// For an API-managed endpoint that was created or changed: its url and secret now.
+    pub endpoint: Option<(String, Option<String>)>,
+}
+
 pub(crate) enum Command {
+    /// Commit what is queued before it, then stop the writer thread.
+    Shutdown,
+    Admin {
+        op: AdminOp,
+        reply: oneshot::Sender<Result<AdminDone, WriteError>>,
+    },
     Register {
         tguid: Tguid,
         operation: Operation,
@@ -138,6 +212,7 @@ pub(crate) enum Command {
     Claim {
         limit: usize,
         lease_ms: i64,
+        budget: ClaimBudget,
         reply: oneshot::Sender<Claimed>,
     },
     Complete {
@@ -156,6 +231,22 @@ pub struct StoreOptions {
     pub update_label: crate::domain::UpdateLabel,
     /// (id, url) of the configured endpoints: every notification gets one delivery per endpoint.
     pub endpoints: Vec<(String, String)>,
+}
+
+/// An endpoint created through the API (kept in the database, not in the config file).
+#[derive(Debug, Clone)]
+pub struct ApiEndpoint {
+    pub id: String,
+    pub url: String,
+    pub secret: Option<String>,
+}
+
+/// What opening the store gives: the handle, the writer thread to join at shutdown, and the
+/// endpoints created through the API in earlier runs.
+pub struct Opened {
+    pub store: Store,
+    pub writer: std::thread::JoinHandle<()>,
+    pub api_endpoints: Vec<ApiEndpoint>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -182,26 +273,24 @@ fn open(path: &Path, synchronous_full: bool) -> rusqlite::Result<Connection> {
 impl Store {
     /// Opens (creating and migrating) the database, syncs the endpoint list, releases leases a
     /// previous process left behind, and starts the writer thread.
-    pub fn open(
-        path: &Path,
-        options: StoreOptions,
-    ) -> anyhow::Result<(Store, std::thread::JoinHandle<()>)> {
+    pub fn open(path: &Path, options: StoreOptions) -> anyhow::Result<Opened> {
         let mut conn = open(path, options.synchronous_full)
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
         schema::migrate(&mut conn)?;
-        writer::prepare(&mut conn, &options.endpoints)?;
+        let api_endpoints = writer::prepare(&mut conn, &options.endpoints)?;
         let readers = Readers::new(path.to_owned(), options.synchronous_full);
         let (tx, rx) = mpsc::channel(4096);
         let notify = Arc::new(Notify::new());
         let handle = writer::spawn(conn, rx, options, notify.clone())?;
-        Ok((
-            Store {
+        Ok(Opened {
+            store: Store {
                 commands: tx,
                 readers,
                 deliveries_ready: notify,
             },
-            handle,
-        ))
+            writer: handle,
+            api_endpoints,
+        })
     }
 
     async fn ask<T>(
@@ -238,14 +327,25 @@ impl Store {
     }
 
     /// Reserves up to `limit` due deliveries, each the first pending one of its queue.
-    pub async fn claim(&self, limit: usize, lease_ms: i64) -> Claimed {
+    pub async fn claim(&self, limit: usize, lease_ms: i64, budget: ClaimBudget) -> Claimed {
         self.ask(|reply| Command::Claim {
             limit,
             lease_ms,
+            budget,
             reply,
         })
         .await
         .unwrap_or_default()
+    }
+
+    /// Runs an operator action; answered after its commit.
+    pub async fn admin(&self, op: AdminOp) -> Result<AdminDone, WriteError> {
+        self.ask(|reply| Command::Admin { op, reply }).await?
+    }
+
+    /// Stops the writer after it committed everything sent before; join its thread next.
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown).await;
     }
 
     /// Records attempt results; they are committed with the next batch.

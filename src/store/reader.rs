@@ -241,3 +241,129 @@ fn list(
         next_cursor,
     })
 }
+
+/// A delivery as the operator API lists it.
+#[derive(Debug, Clone)]
+pub struct DeliveryListRow {
+    pub tguid: String,
+    pub seq: i64,
+    pub webhook_id: String,
+    pub delivery: DeliveryRow,
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// pending | failing (pending after at least one failed attempt) | dead | delivered
+    pub status: Option<String>,
+    pub endpoint_id: Option<String>,
+    pub tguid: Option<String>,
+    pub cursor: i64,
+    pub limit: usize,
+}
+
+/// An endpoint with its health and backlog.
+#[derive(Debug, Clone)]
+pub struct EndpointRow {
+    pub id: String,
+    pub url: String,
+    pub source: String,
+    pub active: bool,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub failing_since: Option<i64>,
+    pub backlog: i64,
+    pub dead: i64,
+    pub oldest_pending_at: Option<i64>,
+    pub last_delivered_at: Option<i64>,
+}
+
+impl Readers {
+    pub async fn deliveries(
+        &self,
+        filter: DeliveryFilter,
+    ) -> rusqlite::Result<(Vec<DeliveryListRow>, Option<i64>)> {
+        self.run(move |c| {
+            let (status, failing_only) = match filter.status.as_deref() {
+                Some("failing") => (Some("pending"), true),
+                other => (other, false),
+            };
+            let mut stmt = c.prepare_cached(
+                "SELECT d.id, d.endpoint_id, d.status, d.attempts, d.next_attempt_at, d.last_attempt_at,
+                        d.last_status, d.last_error, d.delivered_at, d.tguid, d.seq, n.webhook_id
+                 FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+                 WHERE d.id > ?1 AND (?2 IS NULL OR d.status = ?2) AND (?3 = 0 OR d.attempts > 0)
+                   AND (?4 IS NULL OR d.endpoint_id = ?4) AND (?5 IS NULL OR d.tguid = ?5)
+                 ORDER BY d.id LIMIT ?6",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        filter.cursor,
+                        status,
+                        failing_only,
+                        filter.endpoint_id,
+                        filter.tguid,
+                        filter.limit as i64 + 1
+                    ],
+                    |r| {
+                        let status: String = r.get(2)?;
+                        Ok(DeliveryListRow {
+                            tguid: r.get(9)?,
+                            seq: r.get(10)?,
+                            webhook_id: r.get(11)?,
+                            delivery: DeliveryRow {
+                                id: r.get(0)?,
+                                endpoint_id: r.get(1)?,
+                                next_attempt_at: if status == "pending" { r.get(4)? } else { None },
+                                status,
+                                attempts: r.get(3)?,
+                                last_attempt_at: r.get(5)?,
+                                last_status: r.get(6)?,
+                                last_error: r.get(7)?,
+                                delivered_at: r.get(8)?,
+                            },
+                        })
+                    },
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            let more = rows.len() > filter.limit;
+            let rows: Vec<_> = rows.into_iter().take(filter.limit).collect();
+            let next = if more { rows.last().map(|r| r.delivery.id) } else { None };
+            Ok((rows, next))
+        })
+        .await
+    }
+
+    pub async fn endpoints(&self) -> rusqlite::Result<Vec<EndpointRow>> {
+        self.run(|c| {
+            c.prepare_cached(
+                "SELECT e.id, e.url, e.source, e.active, e.enabled, e.disabled_reason, e.failing_since,
+                        (SELECT count(*) FROM deliveries d WHERE d.endpoint_id = e.id AND d.status = 'pending'),
+                        (SELECT count(*) FROM deliveries d WHERE d.endpoint_id = e.id AND d.status = 'dead'),
+                        (SELECT min(n.created_at) FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+                          WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.ready = 1),
+                        (SELECT d.delivered_at FROM deliveries d WHERE d.endpoint_id = e.id AND d.status = 'delivered'
+                          ORDER BY d.id DESC LIMIT 1)
+                 FROM endpoints e ORDER BY e.id",
+            )?
+            .query_map([], |r| {
+                Ok(EndpointRow {
+                    id: r.get(0)?,
+                    url: r.get(1)?,
+                    source: r.get(2)?,
+                    active: r.get(3)?,
+                    enabled: r.get(4)?,
+                    disabled_reason: r.get(5)?,
+                    failing_since: r.get(6)?,
+                    backlog: r.get(7)?,
+                    dead: r.get(8)?,
+                    oldest_pending_at: r.get(9)?,
+                    last_delivered_at: r.get(10)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+}

@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Each entry moves the schema one version up; never edit one that has shipped, add another.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE transactions (
     tguid       TEXT PRIMARY KEY,
     operation   TEXT NOT NULL,
@@ -83,7 +84,17 @@ CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pendi
 CREATE INDEX deliveries_queue ON deliveries(tguid, endpoint_id, seq) WHERE status = 'pending';
 CREATE INDEX deliveries_leased ON deliveries(id) WHERE leased = 1;
 CREATE INDEX deliveries_by_notification ON deliveries(notification_id);
-"#];
+"#,
+    r#"
+-- operator actions and endpoint health
+ALTER TABLE endpoints ADD COLUMN source TEXT NOT NULL DEFAULT 'config';  -- config | api
+ALTER TABLE endpoints ADD COLUMN secret TEXT;                            -- api endpoints only
+ALTER TABLE endpoints ADD COLUMN failing_since INTEGER;                  -- first failure of a run
+CREATE INDEX deliveries_dead_by_endpoint ON deliveries(endpoint_id, last_attempt_at) WHERE status = 'dead';
+CREATE INDEX deliveries_dead_by_tguid ON deliveries(tguid) WHERE status = 'dead';
+CREATE INDEX transactions_by_update ON transactions(updated_at);
+"#,
+];
 
 /// Brings the schema up to date inside one transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -7,8 +7,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{
-    Applied, Claimed, ClaimedDelivery, Command, Completion, InputRequest, Registered, StoreOptions,
-    TxSummary, WriteError,
+    admin, AdminDone, ApiEndpoint, Applied, ClaimBudget, Claimed, ClaimedDelivery, Command,
+    Completion, InputRequest, Registered, StoreOptions, TxSummary, WriteError,
 };
 use crate::clock::now_ms;
 use crate::domain::{self, Operation, State, Tguid};
@@ -28,6 +28,10 @@ enum Reply {
     ),
     Claim(oneshot::Sender<Claimed>, Claimed),
     Release(oneshot::Sender<()>),
+    Admin(
+        oneshot::Sender<Result<AdminDone, WriteError>>,
+        Result<AdminDone, WriteError>,
+    ),
 }
 
 impl Reply {
@@ -60,6 +64,13 @@ impl Reply {
             Reply::Release(tx) => {
                 let _ = tx.send(());
             }
+            Reply::Admin(tx, r) => {
+                let _ = tx.send(if commit_error.is_some() {
+                    Err(failed(()))
+                } else {
+                    r
+                });
+            }
         }
     }
 }
@@ -67,20 +78,32 @@ impl Reply {
 struct Writer {
     conn: Connection,
     options: StoreOptions,
+    /// Ids of the endpoints every new notification is queued for (config and API ones).
+    fanout: Vec<String>,
+}
+
+fn load_fanout(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    conn.prepare("SELECT id FROM endpoints WHERE active = 1 ORDER BY id")?
+        .query_map([], |r| r.get(0))?
+        .collect()
 }
 
 /// Startup work on the write connection: record the configured endpoints, release leases.
 pub(super) fn prepare(
     conn: &mut Connection,
     endpoints: &[(String, String)],
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Vec<ApiEndpoint>> {
     let now = now_ms();
     let tx = conn.transaction()?;
-    tx.execute("UPDATE endpoints SET active = 0", [])?;
+    tx.execute(
+        "UPDATE endpoints SET active = 0 WHERE source = 'config'",
+        [],
+    )?;
     for (id, url) in endpoints {
         tx.execute(
             "INSERT INTO endpoints (id, url, active, enabled, updated_at) VALUES (?1, ?2, 1, 1, ?3)
-             ON CONFLICT(id) DO UPDATE SET url = excluded.url, active = 1, updated_at = excluded.updated_at",
+             ON CONFLICT(id) DO UPDATE SET url = excluded.url, active = 1, source = 'config', secret = NULL,
+                                           updated_at = excluded.updated_at",
             params![id, url, now],
         )?;
     }
@@ -89,7 +112,18 @@ pub(super) fn prepare(
         "UPDATE deliveries SET leased = 0, next_attempt_at = ?1 WHERE leased = 1",
         params![now],
     )?;
-    tx.commit()
+    let api: Vec<ApiEndpoint> = tx
+        .prepare("SELECT id, url, secret FROM endpoints WHERE source = 'api' AND active = 1")?
+        .query_map([], |r| {
+            Ok(ApiEndpoint {
+                id: r.get(0)?,
+                url: r.get(1)?,
+                secret: r.get(2)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    tx.commit()?;
+    Ok(api)
 }
 
 pub(super) fn spawn(
@@ -101,7 +135,15 @@ pub(super) fn spawn(
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            let mut writer = Writer { conn, options };
+            let fanout = load_fanout(&conn).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot read the endpoint list");
+                Vec::new()
+            });
+            let mut writer = Writer {
+                conn,
+                options,
+                fanout,
+            };
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while let Some(first) = commands.blocking_recv() {
                 batch.push(first);
@@ -111,9 +153,13 @@ pub(super) fn spawn(
                         Err(_) => break,
                     }
                 }
+                let stop = batch.iter().any(|c| matches!(c, Command::Shutdown));
                 let woke = writer.run_batch(&mut batch);
                 if woke {
                     ready.notify_one();
+                }
+                if stop {
+                    break;
                 }
             }
             tracing::debug!("store writer stopped");
@@ -154,7 +200,8 @@ impl Writer {
             Command::Apply { reply, .. } => drop(reply.send(Err(e()))),
             Command::Claim { reply, .. } => drop(reply.send(Claimed::default())),
             Command::Release { reply, .. } => drop(reply.send(())),
-            Command::Complete { .. } => {}
+            Command::Admin { reply, .. } => drop(reply.send(Err(e()))),
+            Command::Complete { .. } | Command::Shutdown => {}
         }
     }
 
@@ -184,11 +231,31 @@ impl Writer {
                 replies.push(Reply::Apply(reply, r));
                 (ok, woke)
             }
+            Command::Shutdown => (true, false),
+            Command::Admin { op, reply } => {
+                let r = admin::run(&self.conn, &op, now);
+                let ok = r.is_ok();
+                if ok
+                    && matches!(
+                        op,
+                        super::AdminOp::CreateEndpoint { .. }
+                            | super::AdminOp::DeleteEndpoint { .. }
+                    )
+                {
+                    match load_fanout(&self.conn) {
+                        Ok(f) => self.fanout = f,
+                        Err(e) => tracing::error!(error = %e, "cannot reload the endpoint list"),
+                    }
+                }
+                replies.push(Reply::Admin(reply, r));
+                (ok, ok)
+            }
             Command::Claim {
                 limit,
                 lease_ms,
+                budget,
                 reply,
-            } => match self.claim(limit, lease_ms, now) {
+            } => match self.claim(limit, lease_ms, &budget, now) {
                 Ok(c) => {
                     replies.push(Reply::Claim(reply, c));
                     (true, false)
@@ -261,12 +328,10 @@ impl Writer {
     fn log_transition(
         &self,
         tguid: &str,
-        from: Option<State>,
-        to: State,
+        (from, to): (Option<State>, State),
         input: &str,
         uguid: Option<&str>,
-        actor: &str,
-        event_id: Option<&str>,
+        (actor, event_id): (&str, Option<&str>),
         now: i64,
     ) -> rusqlite::Result<()> {
         self.conn
@@ -307,12 +372,10 @@ impl Writer {
         let input = format!("register {operation}");
         self.log_transition(
             tguid.as_str(),
-            None,
-            State::Processing,
+            (None, State::Processing),
             &input,
             None,
-            actor,
-            None,
+            (actor, None),
             now,
         )?;
         Ok(Registered {
@@ -371,12 +434,10 @@ impl Writer {
         let event_id = request.event_id.as_ref().map(|(id, _)| id.as_str());
         self.log_transition(
             tguid,
-            Some(summary.state),
-            transition.to,
+            (Some(summary.state), transition.to),
             &request.input.describe(),
             uguid,
-            &request.actor,
-            event_id,
+            (&request.actor, event_id),
             now,
         )?;
         if let Some((event_id, fingerprint)) = &request.event_id {
@@ -397,7 +458,7 @@ impl Writer {
                 )?
                 .execute(params![tguid, next_seq, webhook_id, notification.operation(), notification.status(), body, now])?;
             let notification_id = self.conn.last_insert_rowid();
-            for (endpoint_id, _) in &self.options.endpoints {
+            for endpoint_id in &self.fanout {
                 // Only the first pending notification of a (tguid, endpoint) may be sent.
                 self.conn
                     .prepare_cached(
@@ -422,17 +483,34 @@ impl Writer {
         })
     }
 
-    fn claim(&self, limit: usize, lease_ms: i64, now: i64) -> rusqlite::Result<Claimed> {
+    fn claim(
+        &self,
+        limit: usize,
+        lease_ms: i64,
+        budget: &ClaimBudget,
+        now: i64,
+    ) -> rusqlite::Result<Claimed> {
         let mut deliveries = Vec::new();
+        // Endpoints with no slot left are skipped, so that a slow endpoint's backlog cannot
+        // fill every claim and hold up the others.
+        let full: Vec<&str> = budget
+            .busy
+            .iter()
+            .filter(|(_, left)| **left == 0)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        let full = serde_json::to_string(&full).expect("strings serialize");
+        let mut left = budget.busy.clone();
         {
             let mut stmt = self.conn.prepare_cached(
                 "SELECT d.id, d.endpoint_id, d.tguid, d.seq, d.attempts, n.webhook_id, n.body
                  FROM deliveries d JOIN notifications n ON n.id = d.notification_id
                  WHERE d.status = 'pending' AND d.ready = 1 AND d.next_attempt_at <= ?1
                    AND d.endpoint_id IN (SELECT id FROM endpoints WHERE active = 1 AND enabled = 1)
+                   AND d.endpoint_id NOT IN (SELECT value FROM json_each(?3))
                  ORDER BY d.next_attempt_at LIMIT ?2",
             )?;
-            let rows = stmt.query_map(params![now, limit as i64], |r| {
+            let rows = stmt.query_map(params![now, limit as i64, full], |r| {
                 Ok(ClaimedDelivery {
                     id: r.get(0)?,
                     endpoint_id: r.get(1)?,
@@ -444,7 +522,12 @@ impl Writer {
                 })
             })?;
             for row in rows {
-                deliveries.push(row?);
+                let d = row?;
+                let slots = left.entry(d.endpoint_id.clone()).or_insert(budget.default);
+                if *slots > 0 {
+                    *slots -= 1;
+                    deliveries.push(d);
+                }
             }
         }
         let mut lease = self.conn.prepare_cached(
@@ -503,9 +586,25 @@ impl Writer {
             })
             .optional()?;
         match done {
-            Some((tguid, endpoint)) => self.promote_next(&tguid, &endpoint, now),
+            Some((tguid, endpoint)) => {
+                self.note_endpoint_health(&endpoint, status == "delivered", now)?;
+                self.promote_next(&tguid, &endpoint, now)
+            }
             None => Ok(false),
         }
+    }
+
+    /// Tracks since when an endpoint has failed every attempt (cleared by any success).
+    fn note_endpoint_health(&self, endpoint_id: &str, ok: bool, now: i64) -> rusqlite::Result<()> {
+        let sql = if ok {
+            "UPDATE endpoints SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL AND ?2 >= 0"
+        } else {
+            "UPDATE endpoints SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL"
+        };
+        self.conn
+            .prepare_cached(sql)?
+            .execute(params![endpoint_id, now])?;
+        Ok(())
     }
 
     fn complete(&self, completions: &[Completion], now: i64) -> rusqlite::Result<bool> {
@@ -528,13 +627,21 @@ impl Writer {
                     error,
                     next_attempt_at,
                 } => {
-                    self.conn
+                    let endpoint: Option<String> = self
+                        .conn
                         .prepare_cached(
                             "UPDATE deliveries SET leased = 0, attempts = attempts + 1, next_attempt_at = ?2,
                                     last_status = ?3, last_error = ?4, last_attempt_at = ?5
-                             WHERE id = ?1 AND status = 'pending'",
+                             WHERE id = ?1 AND status = 'pending'
+                             RETURNING endpoint_id",
                         )?
-                        .execute(params![id, next_attempt_at, http_status, error, now])?;
+                        .query_row(params![id, next_attempt_at, http_status, error, now], |r| {
+                            r.get(0)
+                        })
+                        .optional()?;
+                    if let Some(endpoint) = endpoint {
+                        self.note_endpoint_health(&endpoint, false, now)?;
+                    }
                     woke = true;
                 }
                 Completion::Gone { id, endpoint_id } => {

@@ -15,13 +15,16 @@ fn all_inputs() -> Vec<Input> {
 }
 
 /// The contract's tables, typed out by hand: (op, from, input, to, [(operation, status, extra)]).
-fn allowed() -> Vec<(
+/// (op, from, input, to, [(operation, status, uguid or treatment)])
+type Row = (
     Operation,
     State,
     Input,
     State,
     Vec<(&'static str, &'static str, Option<&'static str>)>,
-)> {
+);
+
+fn allowed() -> Vec<Row> {
     use Operation::*;
     use State::*;
     let ul = || Input::LatentMatch(Uguid::parse("ul-1").unwrap());

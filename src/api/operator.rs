@@ -1,0 +1,412 @@
+//! Operator routes: deliveries (list, retry), endpoints (health and backlog, runtime
+//! management, recovery of dead deliveries) and re-sending a transaction's notifications.
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::error::ApiError;
+use super::request::{parse_json, read_body};
+use super::AppState;
+use crate::clock::rfc3339;
+use crate::config::{EndpointSettings, Role};
+use crate::domain::Tguid;
+use crate::store::{AdminOp, DeliveryFilter, DeliveryRow, EndpointRow};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/deliveries", get(list_deliveries))
+        .route("/v1/deliveries/{id}/retry", post(retry_delivery))
+        .route("/v1/endpoints", get(list_endpoints).post(create_endpoint))
+        .route(
+            "/v1/endpoints/{id}",
+            axum::routing::patch(update_endpoint).delete(delete_endpoint),
+        )
+        .route("/v1/endpoints/{id}/recover", post(recover))
+        .route("/v1/transactions/{tguid}/renotify", post(renotify))
+}
+
+/// Operators: review tooling and admins (admin is always admitted).
+const OPERATORS: &[Role] = &[Role::Review];
+/// Changing where notifications go is for admins only.
+const ADMINS: &[Role] = &[];
+
+#[derive(Serialize)]
+pub(super) struct DeliveryOut {
+    id: i64,
+    endpoint: String,
+    status: String,
+    attempts: i64,
+    next_attempt_at: Option<String>,
+    last_attempt_at: Option<String>,
+    last_status: Option<i64>,
+    last_error: Option<String>,
+    delivered_at: Option<String>,
+}
+
+impl From<DeliveryRow> for DeliveryOut {
+    fn from(x: DeliveryRow) -> Self {
+        let ts = |t: Option<i64>| t.map(rfc3339);
+        DeliveryOut {
+            id: x.id,
+            endpoint: x.endpoint_id,
+            status: x.status,
+            attempts: x.attempts,
+            next_attempt_at: ts(x.next_attempt_at),
+            last_attempt_at: ts(x.last_attempt_at),
+            last_status: x.last_status,
+            last_error: x.last_error,
+            delivered_at: ts(x.delivered_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DeliveryItem {
+    tguid: String,
+    seq: i64,
+    webhook_id: String,
+    #[serde(flatten)]
+    delivery: DeliveryOut,
+}
+
+#[derive(Serialize)]
+struct DeliveryPage {
+    items: Vec<DeliveryItem>,
+    next_cursor: Option<String>,
+}
+
+fn query_keys(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
+    match query.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::invalid(format!(
+            "unknown query parameter {k:?} (use {})",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn limit_and_cursor(query: &HashMap<String, String>) -> Result<(usize, i64), ApiError> {
+    let limit = match query.get("limit") {
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=1000).contains(&n) => n,
+            _ => {
+                return Err(ApiError::invalid(
+                    "limit must be a whole number from 1 to 1000",
+                ))
+            }
+        },
+        None => 100,
+    };
+    let cursor = match query.get("cursor") {
+        Some(s) => s
+            .parse::<i64>()
+            .ok()
+            .filter(|c| *c >= 0)
+            .ok_or_else(|| ApiError::invalid("cursor is not one this service gave out"))?,
+        None => 0,
+    };
+    Ok((limit, cursor))
+}
+
+async fn list_deliveries(
+    State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<DeliveryPage>, ApiError> {
+    app.auth.check(&headers, OPERATORS)?;
+    query_keys(&query, &["status", "endpoint", "tguid", "limit", "cursor"])?;
+    let status = query.get("status").cloned();
+    if let Some(s) = &status {
+        if !["pending", "failing", "dead", "delivered"].contains(&s.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "status {s:?} is not one of pending, failing, dead, delivered"
+            )));
+        }
+    }
+    let (limit, cursor) = limit_and_cursor(&query)?;
+    let filter = DeliveryFilter {
+        status,
+        endpoint_id: query.get("endpoint").cloned(),
+        tguid: query.get("tguid").cloned(),
+        cursor,
+        limit,
+    };
+    let (rows, next) = app
+        .store
+        .readers
+        .deliveries(filter)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(DeliveryPage {
+        items: rows
+            .into_iter()
+            .map(|r| DeliveryItem {
+                tguid: r.tguid,
+                seq: r.seq,
+                webhook_id: r.webhook_id,
+                delivery: r.delivery.into(),
+            })
+            .collect(),
+        next_cursor: next.map(|c| c.to_string()),
+    }))
+}
+
+#[derive(Serialize)]
+struct Affected {
+    /// How many deliveries (or rows) the action queued or changed.
+    affected: usize,
+}
+
+async fn retry_delivery(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Affected>, ApiError> {
+    app.auth.check(&headers, OPERATORS)?;
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::invalid(format!("delivery id {id:?} is not a number")))?;
+    let done = app.store.admin(AdminOp::RetryDelivery { id }).await?;
+    Ok(Json(Affected {
+        affected: done.affected,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecoverRequest {
+    /// RFC 3339 time: deliveries that went dead at or after it are sent again.
+    since: String,
+}
+
+async fn recover(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Affected>, ApiError> {
+    app.auth.check(&headers, OPERATORS)?;
+    let req: RecoverRequest = parse_json(&read_body(body).await?)?;
+    let since =
+        time::OffsetDateTime::parse(&req.since, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| {
+                ApiError::invalid(format!(
+                    "since {:?} is not an RFC 3339 time: {e}",
+                    req.since
+                ))
+            })?;
+    let since = (since.unix_timestamp_nanos() / 1_000_000) as i64;
+    let done = app
+        .store
+        .admin(AdminOp::Recover {
+            endpoint_id: id,
+            since,
+        })
+        .await?;
+    Ok(Json(Affected {
+        affected: done.affected,
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RenotifyRequest {
+    /// Only to this endpoint; all endpoints when absent.
+    endpoint: Option<String>,
+}
+
+async fn renotify(
+    State(app): State<AppState>,
+    Path(raw_tguid): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Affected>, ApiError> {
+    app.auth.check(&headers, OPERATORS)?;
+    let bytes = read_body(body).await?;
+    let req: RenotifyRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RenotifyRequest::default()
+    } else {
+        parse_json(&bytes)?
+    };
+    let tguid = Tguid::parse(&raw_tguid)?;
+    let done = app
+        .store
+        .admin(AdminOp::Renotify {
+            tguid: tguid.to_string(),
+            endpoint_id: req.endpoint,
+        })
+        .await?;
+    Ok(Json(Affected {
+        affected: done.affected,
+    }))
+}
+
+#[derive(Serialize)]
+struct EndpointOut {
+    id: String,
+    url: String,
+    /// "config" (from the configuration file) or "api" (created through this API).
+    source: String,
+    /// False once the configuration no longer names it.
+    active: bool,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    /// Since when every attempt has failed (absent while it is healthy).
+    failing_since: Option<String>,
+    /// Deliveries waiting for it.
+    backlog: i64,
+    dead: i64,
+    oldest_pending_at: Option<String>,
+    last_delivered_at: Option<String>,
+}
+
+impl From<EndpointRow> for EndpointOut {
+    fn from(e: EndpointRow) -> Self {
+        EndpointOut {
+            id: e.id,
+            url: e.url,
+            source: e.source,
+            active: e.active,
+            enabled: e.enabled,
+            disabled_reason: e.disabled_reason,
+            failing_since: e.failing_since.map(rfc3339),
+            backlog: e.backlog,
+            dead: e.dead,
+            oldest_pending_at: e.oldest_pending_at.map(rfc3339),
+            last_delivered_at: e.last_delivered_at.map(rfc3339),
+        }
+    }
+}
+
+async fn list_endpoints(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    app.auth.check(&headers, OPERATORS)?;
+    let rows = app
+        .store
+        .readers
+        .endpoints()
+        .await
+        .map_err(ApiError::internal)?;
+    let items: Vec<EndpointOut> = rows.into_iter().map(EndpointOut::from).collect();
+    Ok(Json(serde_json::json!({ "items": items })))
+}
+
+async fn endpoint_by_id(app: &AppState, id: &str) -> Result<EndpointOut, ApiError> {
+    let rows = app
+        .store
+        .readers
+        .endpoints()
+        .await
+        .map_err(ApiError::internal)?;
+    rows.into_iter()
+        .find(|e| e.id == id)
+        .map(EndpointOut::from)
+        .ok_or_else(|| ApiError::not_found(format!("no endpoint with id {id}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateEndpoint {
+    id: String,
+    url: String,
+    secret: Option<String>,
+}
+
+async fn create_endpoint(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
+    app.auth.check(&headers, ADMINS)?;
+    let req: CreateEndpoint = parse_json(&read_body(body).await?)?;
+    let endpoint = EndpointSettings::runtime(&req.id, &req.url, req.secret.clone())
+        .map_err(ApiError::invalid)?;
+    app.store
+        .admin(AdminOp::CreateEndpoint {
+            id: req.id.clone(),
+            url: endpoint.url.to_string(),
+            secret: req.secret,
+        })
+        .await?;
+    app.targets.upsert(&endpoint);
+    Ok((
+        StatusCode::CREATED,
+        Json(endpoint_by_id(&app, &req.id).await?),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateEndpoint {
+    url: Option<String>,
+    /// A new secret, or null to stop signing.
+    #[serde(default, with = "serde_with_double_option")]
+    secret: Option<Option<String>>,
+    enabled: Option<bool>,
+}
+
+/// Tells `"secret": null` (remove) apart from no `secret` key (keep).
+mod serde_with_double_option {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
+        Option::<String>::deserialize(d).map(Some)
+    }
+}
+
+async fn update_endpoint(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<EndpointOut>, ApiError> {
+    app.auth.check(&headers, ADMINS)?;
+    let req: UpdateEndpoint = parse_json(&read_body(body).await?)?;
+    if let Some(url) = &req.url {
+        EndpointSettings::runtime(&id, url, None).map_err(ApiError::invalid)?;
+    }
+    if let Some(Some(secret)) = &req.secret {
+        crate::delivery::signing::check_secret(secret)
+            .map_err(|why| ApiError::invalid(format!("secret: {why}")))?;
+    }
+    let done = app
+        .store
+        .admin(AdminOp::UpdateEndpoint {
+            id: id.clone(),
+            url: req.url,
+            secret: req.secret,
+            enabled: req.enabled,
+        })
+        .await?;
+    if let Some((url, secret)) = done.endpoint {
+        let endpoint = EndpointSettings::runtime(&id, &url, secret).map_err(ApiError::internal)?;
+        app.targets.upsert(&endpoint);
+    }
+    Ok(Json(endpoint_by_id(&app, &id).await?))
+}
+
+async fn delete_endpoint(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Affected>, ApiError> {
+    app.auth.check(&headers, ADMINS)?;
+    let done = app
+        .store
+        .admin(AdminOp::DeleteEndpoint { id: id.clone() })
+        .await?;
+    app.targets.remove(&id);
+    Ok(Json(Affected {
+        affected: done.affected,
+    }))
+}

@@ -1,0 +1,325 @@
+//! Operator actions on the outbox, run by the writer like any other write: re-queueing dead
+//! or delivered notifications, endpoint management, retention and endpoint health. Each keeps
+//! the per-(tguid, endpoint) order: after it, only the first pending delivery of a queue is
+//! claimable, and never while another delivery of that queue is in flight.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{AdminDone, AdminOp, WriteError};
+
+pub(super) fn run(conn: &Connection, op: &AdminOp, now: i64) -> Result<AdminDone, WriteError> {
+    match op {
+        AdminOp::RetryDelivery { id } => retry_delivery(conn, *id, now),
+        AdminOp::Recover { endpoint_id, since } => recover(conn, endpoint_id, *since, now),
+        AdminOp::Renotify { tguid, endpoint_id } => {
+            renotify(conn, tguid, endpoint_id.as_deref(), now)
+        }
+        AdminOp::CreateEndpoint { id, url, secret } => {
+            create_endpoint(conn, id, url, secret.as_deref(), now)
+        }
+        AdminOp::UpdateEndpoint {
+            id,
+            url,
+            secret,
+            enabled,
+        } => update_endpoint(
+            conn,
+            id,
+            url.as_deref(),
+            secret.as_ref().map(|s| s.as_deref()),
+            *enabled,
+            now,
+        ),
+        AdminOp::DeleteEndpoint { id } => delete_endpoint(conn, id, now),
+        AdminOp::Retention { cutoff, limit } => retention(conn, *cutoff, *limit),
+        AdminOp::DisableFailing { cutoff } => disable_failing(conn, *cutoff, now),
+    }
+}
+
+fn done(affected: usize) -> AdminDone {
+    AdminDone {
+        affected,
+        endpoint: None,
+    }
+}
+
+/// Makes the queue of (tguid, endpoint) consistent again: its first pending delivery is the
+/// only claimable one, unless one of its deliveries is in flight (that one stays, and its
+/// completion promotes the first pending one).
+fn recompute_head(conn: &Connection, tguid: &str, endpoint_id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET ready = CASE
+             WHEN leased = 1 THEN 1
+             WHEN EXISTS (SELECT 1 FROM deliveries WHERE tguid = ?1 AND endpoint_id = ?2
+                          AND status = 'pending' AND leased = 1) THEN 0
+             WHEN id = (SELECT id FROM deliveries WHERE tguid = ?1 AND endpoint_id = ?2
+                        AND status = 'pending' ORDER BY seq LIMIT 1) THEN 1
+             ELSE 0 END
+         WHERE tguid = ?1 AND endpoint_id = ?2 AND status = 'pending'",
+    )?
+    .execute(params![tguid, endpoint_id])?;
+    Ok(())
+}
+
+fn retry_delivery(conn: &Connection, id: i64, now: i64) -> Result<AdminDone, WriteError> {
+    let row: Option<(String, String, String, bool)> = conn
+        .prepare_cached("SELECT tguid, endpoint_id, status, leased FROM deliveries WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    let Some((tguid, endpoint_id, status, leased)) = row else {
+        return Err(WriteError::Missing(format!("no delivery with id {id}")));
+    };
+    match (status.as_str(), leased) {
+        ("delivered", _) => {
+            return Err(WriteError::Conflict(format!(
+            "delivery {id} was delivered; re-send it with POST /v1/transactions/{tguid}/renotify"
+        )))
+        }
+        ("pending", true) => {
+            return Err(WriteError::Conflict(format!(
+                "delivery {id} is being attempted right now"
+            )))
+        }
+        _ => {}
+    }
+    conn.prepare_cached(
+        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, leased = 0 WHERE id = ?1",
+    )?
+    .execute(params![id, now])?;
+    recompute_head(conn, &tguid, &endpoint_id)?;
+    Ok(done(1))
+}
+
+fn endpoint_source(conn: &Connection, id: &str) -> rusqlite::Result<Option<String>> {
+    conn.prepare_cached("SELECT source FROM endpoints WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()
+}
+
+fn recover(
+    conn: &Connection,
+    endpoint_id: &str,
+    since: i64,
+    now: i64,
+) -> Result<AdminDone, WriteError> {
+    if endpoint_source(conn, endpoint_id)?.is_none() {
+        return Err(WriteError::Missing(format!(
+            "no endpoint with id {endpoint_id}"
+        )));
+    }
+    let tguids: Vec<String> = conn
+        .prepare_cached(
+            "SELECT DISTINCT tguid FROM deliveries WHERE endpoint_id = ?1 AND status = 'dead' AND last_attempt_at >= ?2",
+        )?
+        .query_map(params![endpoint_id, since], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let n = conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = 'pending', ready = 0, attempts = 0, next_attempt_at = ?3
+             WHERE endpoint_id = ?1 AND status = 'dead' AND last_attempt_at >= ?2",
+        )?
+        .execute(params![endpoint_id, since, now])?;
+    for tguid in &tguids {
+        recompute_head(conn, tguid, endpoint_id)?;
+    }
+    Ok(done(n))
+}
+
+fn renotify(
+    conn: &Connection,
+    tguid: &str,
+    endpoint_id: Option<&str>,
+    now: i64,
+) -> Result<AdminDone, WriteError> {
+    let exists: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM transactions WHERE tguid = ?1)")?
+        .query_row([tguid], |r| r.get(0))?;
+    if !exists {
+        return Err(WriteError::NotFound(tguid.to_owned()));
+    }
+    if let Some(e) = endpoint_id {
+        if endpoint_source(conn, e)?.is_none() {
+            return Err(WriteError::Missing(format!("no endpoint with id {e}")));
+        }
+    }
+    // Endpoints added since the notifications were recorded get them too.
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO deliveries (notification_id, endpoint_id, tguid, seq, status, ready, next_attempt_at)
+         SELECT n.id, e.id, n.tguid, n.seq, 'pending', 0, ?2
+         FROM notifications n, endpoints e
+         WHERE n.tguid = ?1 AND e.active = 1 AND (?3 IS NULL OR e.id = ?3)",
+    )?
+    .execute(params![tguid, now, endpoint_id])?;
+    conn.prepare_cached(
+        "UPDATE deliveries SET status = 'pending', ready = 0, attempts = 0, next_attempt_at = ?2, delivered_at = NULL
+         WHERE tguid = ?1 AND status IN ('delivered', 'dead') AND (?3 IS NULL OR endpoint_id = ?3)",
+    )?
+    .execute(params![tguid, now, endpoint_id])?;
+    let endpoints: Vec<String> = conn
+        .prepare_cached(
+            "SELECT DISTINCT endpoint_id FROM deliveries WHERE tguid = ?1 AND status = 'pending' AND (?2 IS NULL OR endpoint_id = ?2)",
+        )?
+        .query_map(params![tguid, endpoint_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for e in &endpoints {
+        recompute_head(conn, tguid, e)?;
+    }
+    let queued: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM deliveries WHERE tguid = ?1 AND status = 'pending' AND (?2 IS NULL OR endpoint_id = ?2)",
+        )?
+        .query_row(params![tguid, endpoint_id], |r| r.get(0))?;
+    Ok(done(queued as usize))
+}
+
+fn endpoint_row(conn: &Connection, id: &str) -> rusqlite::Result<Option<(String, Option<String>)>> {
+    conn.prepare_cached("SELECT url, secret FROM endpoints WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+}
+
+fn create_endpoint(
+    conn: &Connection,
+    id: &str,
+    url: &str,
+    secret: Option<&str>,
+    now: i64,
+) -> Result<AdminDone, WriteError> {
+    if endpoint_source(conn, id)?.is_some() {
+        return Err(WriteError::Conflict(format!(
+            "endpoint {id} already exists"
+        )));
+    }
+    conn.prepare_cached(
+        "INSERT INTO endpoints (id, url, active, enabled, updated_at, source, secret) VALUES (?1, ?2, 1, 1, ?3, 'api', ?4)",
+    )?
+    .execute(params![id, url, now, secret])?;
+    Ok(AdminDone {
+        affected: 1,
+        endpoint: Some((url.to_owned(), secret.map(str::to_owned))),
+    })
+}
+
+fn update_endpoint(
+    conn: &Connection,
+    id: &str,
+    url: Option<&str>,
+    secret: Option<Option<&str>>,
+    enabled: Option<bool>,
+    now: i64,
+) -> Result<AdminDone, WriteError> {
+    let Some(source) = endpoint_source(conn, id)? else {
+        return Err(WriteError::Missing(format!("no endpoint with id {id}")));
+    };
+    if source == "config" && (url.is_some() || secret.is_some()) {
+        return Err(WriteError::Conflict(format!(
+            "endpoint {id} is defined in the configuration file; change its url or secret there (only enabled can be set here)"
+        )));
+    }
+    if let Some(url) = url {
+        conn.prepare_cached("UPDATE endpoints SET url = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![id, url, now])?;
+    }
+    if let Some(secret) = secret {
+        conn.prepare_cached("UPDATE endpoints SET secret = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![id, secret, now])?;
+    }
+    match enabled {
+        Some(true) => {
+            conn.prepare_cached(
+                "UPDATE endpoints SET enabled = 1, disabled_reason = NULL, failing_since = NULL, updated_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, now])?;
+            // Its backlog resumes now, in order: the heads of its queues fall due.
+            conn.prepare_cached(
+                "UPDATE deliveries SET next_attempt_at = ?2
+                 WHERE endpoint_id = ?1 AND status = 'pending' AND ready = 1 AND leased = 0",
+            )?
+            .execute(params![id, now])?;
+        }
+        Some(false) => {
+            conn.prepare_cached(
+                "UPDATE endpoints SET enabled = 0, disabled_reason = 'disabled by an operator', updated_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, now])?;
+        }
+        None => {}
+    }
+    let endpoint = if source == "api" {
+        endpoint_row(conn, id)?
+    } else {
+        None
+    };
+    Ok(AdminDone {
+        affected: 1,
+        endpoint,
+    })
+}
+
+fn delete_endpoint(conn: &Connection, id: &str, now: i64) -> Result<AdminDone, WriteError> {
+    match endpoint_source(conn, id)?.as_deref() {
+        None => return Err(WriteError::Missing(format!("no endpoint with id {id}"))),
+        Some("config") => {
+            return Err(WriteError::Conflict(format!(
+                "endpoint {id} is defined in the configuration file; remove it there"
+            )))
+        }
+        Some(_) => {}
+    }
+    // What it had not received stays visible as dead (and recoverable if it comes back).
+    let n = conn
+        .prepare_cached(
+            "UPDATE deliveries SET status = 'dead', ready = 0, leased = 0, last_error = 'endpoint deleted', last_attempt_at = ?2
+             WHERE endpoint_id = ?1 AND status = 'pending'",
+        )?
+        .execute(params![id, now])?;
+    conn.prepare_cached("DELETE FROM endpoints WHERE id = ?1")?
+        .execute([id])?;
+    Ok(done(n))
+}
+
+/// Deletes up to `limit` final transactions last changed before `cutoff` whose every
+/// notification was delivered, with their log and outbox rows. Never an undelivered one.
+fn retention(conn: &Connection, cutoff: i64, limit: usize) -> Result<AdminDone, WriteError> {
+    let tguids: Vec<String> = conn
+        .prepare_cached(
+            "SELECT t.tguid FROM transactions t
+             WHERE t.updated_at < ?1
+               AND t.state IN ('ENROLLED', 'FAILED', 'MATCH', 'NOT_MATCH', 'PERSON_NOT_FOUND')
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tguid = t.tguid AND d.status = 'pending')
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tguid = t.tguid AND d.status = 'dead')
+             LIMIT ?2",
+        )?
+        .query_map(params![cutoff, limit as i64], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for tguid in &tguids {
+        conn.prepare_cached(
+            "DELETE FROM deliveries WHERE notification_id IN (SELECT id FROM notifications WHERE tguid = ?1)",
+        )?
+        .execute([tguid])?;
+        for sql in [
+            "DELETE FROM notifications WHERE tguid = ?1",
+            "DELETE FROM transitions WHERE tguid = ?1",
+            "DELETE FROM event_ids WHERE tguid = ?1",
+            "DELETE FROM transactions WHERE tguid = ?1",
+        ] {
+            conn.prepare_cached(sql)?.execute([tguid])?;
+        }
+    }
+    Ok(done(tguids.len()))
+}
+
+/// Disables endpoints that have failed every attempt since before `cutoff`.
+fn disable_failing(conn: &Connection, cutoff: i64, now: i64) -> Result<AdminDone, WriteError> {
+    let n = conn
+        .prepare_cached(
+            "UPDATE endpoints SET enabled = 0, updated_at = ?2,
+                    disabled_reason = 'failing continuously since ' || strftime('%Y-%m-%dT%H:%M:%SZ', failing_since / 1000, 'unixepoch')
+             WHERE enabled = 1 AND active = 1 AND failing_since IS NOT NULL AND failing_since < ?1",
+        )?
+        .execute(params![cutoff, now])?;
+    if n > 0 {
+        tracing::warn!(count = n, "endpoints failing for too long were disabled");
+    }
+    Ok(done(n))
+}

@@ -1,0 +1,13 @@
+//! Delivery under faults, operator actions, crash recovery and a model check of the state
+//! machine through the store (issue: delivery that never loses, reorders or floods).
+
+#[path = "../it/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+mod crash;
+mod faults;
+mod model;
+mod operator;
+mod receiver;
+mod service;
