@@ -1,0 +1,245 @@
+//! The machine's raw ceilings (`bench --baseline`), measured with the same driver and mix:
+//!
+//! - HTTP: a hyper server that answers 200 to every call and does nothing else;
+//! - disk: one thread writing, in SQLite, the rows the service must write for the same
+//!   transactions (WAL, the same `synchronous`), committing a batch at a time.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rusqlite::{params, Connection};
+use tokio::sync::oneshot;
+
+use super::mix::{Call, Kind};
+
+/// A do-nothing HTTP server on its own runtime (threads named `null`), so that its CPU is not
+/// mixed with the driver's.
+pub struct NullServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NullServer {
+    pub fn start() -> anyhow::Result<NullServer> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("null")
+            .enable_all()
+            .build()?;
+        let thread = std::thread::Builder::new()
+            .name("null-main".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("a bound listener");
+                    tokio::pin!(stopped);
+                    loop {
+                        let stream = tokio::select! {
+                            r = listener.accept() => match r {
+                                Ok((s, _)) => s,
+                                Err(_) => continue,
+                            },
+                            _ = &mut stopped => return,
+                        };
+                        let _ = stream.set_nodelay(true);
+                        tokio::spawn(async move {
+                            let service = hyper::service::service_fn(
+                                |req: hyper::Request<hyper::body::Incoming>| async move {
+                                    // Read the body, as any server must, then answer.
+                                    let _ = req.into_body().collect().await;
+                                    Ok::<_, Infallible>(hyper::Response::new(Full::new(
+                                        Bytes::from_static(b"{}"),
+                                    )))
+                                },
+                            );
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        });
+                    }
+                });
+                runtime.shutdown_background();
+            })?;
+        Ok(NullServer {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for NullServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What the disk ceiling run did.
+#[derive(Debug, Clone)]
+pub struct DiskRun {
+    pub elapsed: Duration,
+    pub calls: u64,
+    pub notifications: u64,
+    pub commits: u64,
+    pub rows_written: u64,
+    pub database_bytes: u64,
+}
+
+/// The service's tables, reduced to what one notification needs.
+const SCHEMA: &str = r#"
+CREATE TABLE transactions (
+    tguid TEXT PRIMARY KEY, operation TEXT NOT NULL, state TEXT NOT NULL,
+    created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, next_seq INTEGER NOT NULL);
+CREATE INDEX transactions_by_state ON transactions(state);
+CREATE TABLE notifications (
+    id INTEGER PRIMARY KEY, tguid TEXT NOT NULL, seq INTEGER NOT NULL,
+    webhook_id TEXT NOT NULL UNIQUE, operation TEXT NOT NULL, status TEXT NOT NULL,
+    body BLOB NOT NULL, created_at INTEGER NOT NULL, UNIQUE (tguid, seq));
+CREATE TABLE deliveries (
+    id INTEGER PRIMARY KEY, notification_id INTEGER NOT NULL, endpoint_id TEXT NOT NULL,
+    tguid TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL, ready INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL, delivered_at INTEGER);
+CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending' AND ready = 1;
+"#;
+
+/// Writes, for transactions `0..count` of the mix, what the service must make durable:
+/// registration (insert the transaction), each outcome call (update the transaction, insert
+/// its notifications and their deliveries), and each delivery's result (mark it delivered,
+/// in the commit after the one that created it, as the dispatcher's report would be).
+/// Commands are committed `batch` at a time: with C clients, group commit cannot gather
+/// more than about C calls per commit.
+pub fn disk_ceiling(
+    path: &Path,
+    synchronous: &str,
+    count: u64,
+    batch: usize,
+) -> anyhow::Result<DiskRun> {
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.execute_batch(SCHEMA)?;
+
+    enum Op {
+        Register(String, &'static str),
+        /// The tguid, the first notification's sequence number, the notifications' statuses.
+        Outcome(String, i64, Vec<&'static str>),
+    }
+    let mut ops: Vec<Op> = Vec::new();
+    for i in 0..count {
+        let kind = Kind::for_index(i);
+        let tguid = super::mix::tguid("disk", i);
+        let mut seq = 0;
+        for &(call, n) in kind.calls() {
+            match call {
+                Call::Register(op) => ops.push(Op::Register(tguid.clone(), op)),
+                _ => {
+                    let statuses = kind.expected()[seq..seq + n].to_vec();
+                    ops.push(Op::Outcome(tguid.clone(), seq as i64 + 1, statuses));
+                    seq += n;
+                }
+            }
+        }
+    }
+
+    let started = Instant::now();
+    let (mut calls, mut notifications, mut commits, mut rows) = (0u64, 0u64, 0u64, 0u64);
+    let mut pending_deliveries: Vec<i64> = Vec::new();
+    let mut ops = ops.into_iter().peekable();
+    while ops.peek().is_some() || !pending_deliveries.is_empty() {
+        let tx = conn.transaction()?;
+        let now = crate::clock::now_ms();
+        let mut created = Vec::new();
+        {
+            let mut register = tx.prepare_cached(
+                "INSERT INTO transactions (tguid, operation, state, created_at, updated_at, next_seq)
+                 VALUES (?1, ?2, 'PROCESSING', ?3, ?3, 1)",
+            )?;
+            let mut update = tx.prepare_cached(
+                "UPDATE transactions SET state = ?2, updated_at = ?3, next_seq = next_seq + ?4
+                 WHERE tguid = ?1",
+            )?;
+            let mut notify = tx.prepare_cached(
+                "INSERT INTO notifications (tguid, seq, webhook_id, operation, status, body, created_at)
+                 VALUES (?1, ?2, ?3, 'ENROLL', ?4, ?5, ?6)",
+            )?;
+            let mut deliver = tx.prepare_cached(
+                "INSERT INTO deliveries (notification_id, endpoint_id, tguid, seq, status, ready, next_attempt_at)
+                 VALUES (?1, 'bench', ?2, ?3, 'pending', 1, ?4)",
+            )?;
+            let mut delivered = tx.prepare_cached(
+                "UPDATE deliveries SET status = 'delivered', ready = 0, delivered_at = ?2 WHERE id = ?1",
+            )?;
+            for id in pending_deliveries.drain(..) {
+                delivered.execute(params![id, now])?;
+                rows += 1;
+            }
+            for op in ops.by_ref().take(batch) {
+                calls += 1;
+                match op {
+                    Op::Register(tguid, operation) => {
+                        register.execute(params![tguid, operation, now])?;
+                        rows += 1;
+                    }
+                    Op::Outcome(tguid, first_seq, statuses) => {
+                        let last = statuses.last().copied().unwrap_or("PROCESSING");
+                        update.execute(params![tguid, last, now, statuses.len() as i64])?;
+                        rows += 1;
+                        for (k, status) in statuses.iter().enumerate() {
+                            let seq = first_seq + k as i64;
+                            let body = format!(
+                                r#"{{"operation":"ENROLL","tguid":"{tguid}","status":"{status}"}}"#
+                            );
+                            let webhook_id = format!("msg_{:011x}{:016x}", now, fastrand::u64(..));
+                            notify.execute(params![
+                                tguid,
+                                seq,
+                                webhook_id,
+                                status,
+                                body.as_bytes(),
+                                now
+                            ])?;
+                            let id = tx.last_insert_rowid();
+                            deliver.execute(params![id, tguid, seq, now])?;
+                            created.push(tx.last_insert_rowid());
+                            rows += 2;
+                            notifications += 1;
+                        }
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        commits += 1;
+        pending_deliveries = created;
+    }
+    let elapsed = started.elapsed();
+    // Measured open, WAL included, as the service's database is.
+    let database_bytes = super::stats::database_bytes(path);
+    drop(conn);
+    Ok(DiskRun {
+        elapsed,
+        calls,
+        notifications,
+        commits,
+        rows_written: rows,
+        database_bytes,
+    })
+}
