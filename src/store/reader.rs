@@ -213,11 +213,17 @@ fn list(
     cursor: i64,
     limit: usize,
 ) -> rusqlite::Result<TransactionPage> {
-    let mut stmt = c.prepare_cached(
+    // With a state, walk that state's index (state, rowid): a review queue page costs its
+    // own size, not a scan of every transaction.
+    let mut stmt = c.prepare_cached(if state.is_some() {
+        "SELECT rowid, tguid, operation, state, created_at, updated_at FROM transactions INDEXED BY transactions_by_state
+         WHERE state = ?2 AND rowid > ?1 AND (?3 IS NULL OR operation = ?3)
+         ORDER BY rowid LIMIT ?4"
+    } else {
         "SELECT rowid, tguid, operation, state, created_at, updated_at FROM transactions
          WHERE rowid > ?1 AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR operation = ?3)
-         ORDER BY rowid LIMIT ?4",
-    )?;
+         ORDER BY rowid LIMIT ?4"
+    })?;
     let rows = stmt
         .query_map(
             params![

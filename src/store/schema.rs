@@ -90,6 +90,9 @@ CREATE INDEX deliveries_by_notification ON deliveries(notification_id);
 ALTER TABLE endpoints ADD COLUMN source TEXT NOT NULL DEFAULT 'config';  -- config | api
 ALTER TABLE endpoints ADD COLUMN secret TEXT;                            -- api endpoints only
 ALTER TABLE endpoints ADD COLUMN failing_since INTEGER;                  -- first failure of a run
+-- what the dispatcher claims, endpoint by endpoint (replaces deliveries_due)
+DROP INDEX deliveries_due;
+CREATE INDEX deliveries_due_by_endpoint ON deliveries(endpoint_id, next_attempt_at) WHERE status = 'pending' AND ready = 1;
 CREATE INDEX deliveries_dead_by_endpoint ON deliveries(endpoint_id, last_attempt_at) WHERE status = 'dead';
 CREATE INDEX deliveries_dead_by_tguid ON deliveries(tguid) WHERE status = 'dead';
 CREATE INDEX transactions_by_update ON transactions(updated_at);

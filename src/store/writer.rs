@@ -491,42 +491,50 @@ impl Writer {
         now: i64,
     ) -> rusqlite::Result<Claimed> {
         let mut deliveries = Vec::new();
-        // Endpoints with no slot left are skipped, so that a slow endpoint's backlog cannot
-        // fill every claim and hold up the others.
-        let full: Vec<&str> = budget
-            .busy
-            .iter()
-            .filter(|(_, left)| **left == 0)
-            .map(|(id, _)| id.as_str())
-            .collect();
-        let full = serde_json::to_string(&full).expect("strings serialize");
-        let mut left = budget.busy.clone();
-        {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT d.id, d.endpoint_id, d.tguid, d.seq, d.attempts, n.webhook_id, n.body
-                 FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-                 WHERE d.status = 'pending' AND d.ready = 1 AND d.next_attempt_at <= ?1
-                   AND d.endpoint_id IN (SELECT id FROM endpoints WHERE active = 1 AND enabled = 1)
-                   AND d.endpoint_id NOT IN (SELECT value FROM json_each(?3))
-                 ORDER BY d.next_attempt_at LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![now, limit as i64, full], |r| {
-                Ok(ClaimedDelivery {
-                    id: r.get(0)?,
-                    endpoint_id: r.get(1)?,
-                    tguid: r.get(2)?,
-                    seq: r.get(3)?,
-                    attempts: r.get(4)?,
-                    webhook_id: r.get(5)?,
-                    body: Arc::from(r.get::<_, Vec<u8>>(6)?),
-                })
-            })?;
-            for row in rows {
-                let d = row?;
-                let slots = left.entry(d.endpoint_id.clone()).or_insert(budget.default);
-                if *slots > 0 {
-                    *slots -= 1;
-                    deliveries.push(d);
+        // One query per enabled endpoint, each bounded by that endpoint's free slots: a slow
+        // endpoint's backlog cannot fill a claim, and a disabled one's is never even read.
+        let endpoints: Vec<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM endpoints WHERE active = 1 AND enabled = 1 ORDER BY id",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut next_due: Option<i64> = None;
+        let mut due = self.conn.prepare_cached(
+            "SELECT d.id, d.endpoint_id, d.tguid, d.seq, d.attempts, n.webhook_id, n.body
+             FROM deliveries d INDEXED BY deliveries_due_by_endpoint
+             JOIN notifications n ON n.id = d.notification_id
+             WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.ready = 1 AND d.next_attempt_at <= ?2
+             ORDER BY d.next_attempt_at LIMIT ?3",
+        )?;
+        let mut first_due = self.conn.prepare_cached(
+            "SELECT min(next_attempt_at) FROM deliveries INDEXED BY deliveries_due_by_endpoint
+             WHERE endpoint_id = ?1 AND status = 'pending' AND ready = 1",
+        )?;
+        // Start at a different endpoint each time, so none is always served first.
+        let start = if endpoints.is_empty() {
+            0
+        } else {
+            fastrand::usize(..endpoints.len())
+        };
+        for endpoint in endpoints.iter().cycle().skip(start).take(endpoints.len()) {
+            let slots = budget.busy.get(endpoint).copied().unwrap_or(budget.default);
+            let take = slots.min(limit - deliveries.len());
+            if take > 0 {
+                let rows = due.query_map(params![endpoint, now, take as i64], |r| {
+                    Ok(ClaimedDelivery {
+                        id: r.get(0)?,
+                        endpoint_id: r.get(1)?,
+                        tguid: r.get(2)?,
+                        seq: r.get(3)?,
+                        attempts: r.get(4)?,
+                        webhook_id: r.get(5)?,
+                        body: Arc::from(r.get::<_, Vec<u8>>(6)?),
+                    })
+                })?;
+                for row in rows {
+                    deliveries.push(row?);
                 }
             }
         }
@@ -536,14 +544,14 @@ impl Writer {
         for d in &deliveries {
             lease.execute(params![d.id, now + lease_ms])?;
         }
-        let next_due = self
-            .conn
-            .prepare_cached(
-                "SELECT min(next_attempt_at) FROM deliveries
-                 WHERE status = 'pending' AND ready = 1
-                   AND endpoint_id IN (SELECT id FROM endpoints WHERE active = 1 AND enabled = 1)",
-            )?
-            .query_row([], |r| r.get(0))?;
+        // After the leases above, so that what was just claimed counts at its lease end.
+        for endpoint in &endpoints {
+            let first: Option<i64> = first_due.query_row([endpoint], |r| r.get(0))?;
+            next_due = match (next_due, first) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
         Ok(Claimed {
             deliveries,
             next_due,
