@@ -41,6 +41,170 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// How the dispatcher authenticates to an endpoint.
+#[derive(Debug, Clone)]
+pub enum EndpointAuth {
+    /// A fixed header on every POST, e.g. `X-API-Key: …`.
+    ApiKey {
+        header: reqwest::header::HeaderName,
+        value: Secret,
+    },
+    /// `Authorization: Bearer <token>` from an OAuth 2.0 client-credentials grant.
+    OAuth2(OAuth2Settings),
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuth2Settings {
+    pub token_url: reqwest::Url,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Sent as `scope` when given.
+    pub scope: Option<String>,
+    pub client_auth: ClientAuth,
+}
+
+/// Where the client id and secret go in the token request (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `Authorization: Basic` (`client_secret_basic`; every server must accept it).
+    Basic,
+    /// `client_id` and `client_secret` in the form body (`client_secret_post`).
+    Body,
+}
+
+/// Headers the dispatcher sets itself; an API key may not replace them.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "x-signature",
+];
+
+fn endpoint_auth(key: &str, raw: RawAuth) -> Result<EndpointAuth, ConfigError> {
+    // Keys that belong to the other type are refused rather than silently ignored.
+    let unused = |kind: &str, present: &[(&str, bool)]| -> Result<(), ConfigError> {
+        match present.iter().find(|(_, p)| *p) {
+            Some((name, _)) => err(
+                format!("{key}.{name}"),
+                format!("is not used by type {kind:?}"),
+            ),
+            None => Ok(()),
+        }
+    };
+    match raw.kind.as_str() {
+        "api_key" => {
+            unused(
+                "api_key",
+                &[
+                    ("token_url", raw.token_url.is_some()),
+                    ("client_id", raw.client_id.is_some()),
+                    ("client_secret", raw.client_secret.is_some()),
+                    ("scope", raw.scope.is_some()),
+                    ("client_auth", raw.client_auth.is_some()),
+                ],
+            )?;
+            let Some(header) = raw.header else {
+                return err(format!("{key}.header"), "is required for type \"api_key\"");
+            };
+            let name = match reqwest::header::HeaderName::from_bytes(header.as_bytes()) {
+                Ok(n) if !RESERVED_HEADERS.contains(&n.as_str()) => n,
+                Ok(_) => {
+                    return err(
+                        format!("{key}.header"),
+                        format!("{header:?} is set by the notifier itself; choose another header"),
+                    )
+                }
+                Err(_) => {
+                    return err(
+                        format!("{key}.header"),
+                        format!("{header:?} is not a valid HTTP header name"),
+                    )
+                }
+            };
+            let Some(value) = raw.value else {
+                return err(format!("{key}.value"), "is required for type \"api_key\"");
+            };
+            if value.expose().is_empty()
+                || reqwest::header::HeaderValue::from_str(value.expose()).is_err()
+            {
+                // The value is a secret: say what is wrong, never what it is.
+                return err(
+                    format!("{key}.value"),
+                    "must be non-empty visible ASCII (it is sent as a header)",
+                );
+            }
+            Ok(EndpointAuth::ApiKey {
+                header: name,
+                value,
+            })
+        }
+        "oauth2" => {
+            unused(
+                "oauth2",
+                &[
+                    ("header", raw.header.is_some()),
+                    ("value", raw.value.is_some()),
+                ],
+            )?;
+            let Some(token_url) = raw.token_url else {
+                return err(
+                    format!("{key}.token_url"),
+                    "is required for type \"oauth2\"",
+                );
+            };
+            let token_url = match check_endpoint_url(&token_url) {
+                Ok(u) => u,
+                Err(why) => return err(format!("{key}.token_url"), why),
+            };
+            let client_id = match raw.client_id {
+                Some(id) if !id.is_empty() => id,
+                _ => {
+                    return err(
+                        format!("{key}.client_id"),
+                        "is required for type \"oauth2\" (non-empty)",
+                    )
+                }
+            };
+            let client_secret = match raw.client_secret {
+                Some(s) if !s.expose().is_empty() => s,
+                _ => {
+                    return err(
+                        format!("{key}.client_secret"),
+                        "is required for type \"oauth2\" (non-empty)",
+                    )
+                }
+            };
+            let client_auth = match raw.client_auth.as_deref().unwrap_or("basic") {
+                "basic" => ClientAuth::Basic,
+                "body" => ClientAuth::Body,
+                other => {
+                    return err(
+                        format!("{key}.client_auth"),
+                        format!("{other:?} is not \"basic\" or \"body\""),
+                    )
+                }
+            };
+            Ok(EndpointAuth::OAuth2(OAuth2Settings {
+                token_url,
+                client_id,
+                client_secret,
+                scope: raw.scope.filter(|s| !s.is_empty()),
+                client_auth,
+            }))
+        }
+        other => err(
+            format!("{key}.type"),
+            format!("{other:?} is not \"api_key\" or \"oauth2\""),
+        ),
+    }
+}
+
 // ---- the file's shape: every key of CONTRACT §1, unknown keys refused ----
 
 #[derive(Debug, Deserialize, Default)]
@@ -57,6 +221,28 @@ struct RawConfig {
     delivery: RawDelivery,
     #[serde(default)]
     notifications: RawNotifications,
+    #[serde(default)]
+    retention: RawRetention,
+    #[serde(default)]
+    amqp: RawAmqp,
+}
+
+/// `[amqp]`: the RabbitMQ sink (docs/integrations.md).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAmqp {
+    enabled: Option<bool>,
+    url: Option<Secret>,
+    exchange: Option<String>,
+    id: Option<String>,
+    subscriptions: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    age: Option<String>,
+    schedule: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -72,6 +258,29 @@ struct RawEndpoint {
     id: String,
     url: String,
     secret: Option<Secret>,
+    /// Several secrets during a rotation, newest first; instead of `secret`.
+    secrets: Option<Vec<Secret>>,
+    auth: Option<RawAuth>,
+    /// Patterns over `<OPERATION>.<STATUS>`; absent: every notification.
+    subscriptions: Option<Vec<String>>,
+    /// "gbds" (default) or "cloudevents".
+    format: Option<String>,
+}
+
+/// `auth = { type = "api_key", … }` or `{ type = "oauth2", … }`; one flat table so that a
+/// missing or misplaced key can be named in the error.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(rename = "type")]
+    kind: String,
+    header: Option<String>,
+    value: Option<Secret>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<Secret>,
+    scope: Option<String>,
+    client_auth: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -79,12 +288,17 @@ struct RawEndpoint {
 struct RawApi {
     #[serde(default)]
     tokens: Vec<RawToken>,
+    header_read_timeout: Option<String>,
+    request_timeout: Option<String>,
+    max_concurrent_requests: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawToken {
-    token: Secret,
+    token: Option<Secret>,
+    /// Hex SHA-256 of the token, so that the file need not hold the token itself.
+    token_sha256: Option<String>,
     role: String,
     /// A name for the transition log; defaults to the role.
     name: Option<String>,
@@ -101,12 +315,15 @@ struct RawDelivery {
     jitter: Option<f64>,
     endpoint_concurrency: Option<usize>,
     max_in_flight: Option<usize>,
+    block_private_targets: Option<bool>,
+    disable_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawNotifications {
     update_operation: Option<String>,
+    cloudevents_source: Option<String>,
 }
 
 // ---- the validated settings the service runs on ----
@@ -120,6 +337,32 @@ pub struct Settings {
     pub api: ApiSettings,
     pub delivery: DeliverySettings,
     pub update_label: UpdateLabel,
+    pub retention: RetentionSettings,
+    /// The RabbitMQ sink, when `[amqp] enabled` (or `RABBITMQ_TRANSACTION_EVENTS_ENABLED`).
+    pub amqp: Option<AmqpSettings>,
+}
+
+/// The RabbitMQ sink: an endpoint whose deliveries are published to a topic exchange.
+#[derive(Debug, Clone)]
+pub struct AmqpSettings {
+    /// The endpoint id its deliveries are recorded, listed and recovered under.
+    pub id: String,
+    /// The broker URL; it holds the broker password, so it never shows in output.
+    pub url: Secret,
+    /// The durable topic exchange we declare and publish to.
+    pub exchange: String,
+    /// Which notifications are published (routing keys let consumers filter further).
+    pub subscriptions: crate::domain::Subscriptions,
+}
+
+/// The retention job: what it deletes and when it runs.
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    /// Final transactions whose notifications were all delivered are deleted this long after
+    /// their last change. Undelivered (pending or dead) ones are never deleted.
+    pub age: Duration,
+    /// When the job runs: a cron expression with seconds (tokio-cron-scheduler syntax).
+    pub schedule: String,
 }
 
 #[derive(Debug, Clone)]
@@ -133,7 +376,56 @@ pub struct StoreSettings {
 pub struct EndpointSettings {
     pub id: String,
     pub url: reqwest::Url,
-    pub secret: Option<Secret>,
+    /// Signing secrets, newest first (empty: unsigned). Every one signs `webhook-signature`
+    /// so receivers keep verifying through a rotation; the first signs `X-Signature`.
+    pub secrets: Vec<Secret>,
+    /// How our POSTs authenticate to the endpoint (seed 002); `None`: they do not.
+    pub auth: Option<EndpointAuth>,
+    /// Which notifications it receives (`subscriptions`); the store fans out accordingly.
+    pub subscriptions: crate::domain::Subscriptions,
+    /// The GBDS body as it is, or wrapped in a CloudEvent.
+    pub format: crate::delivery::cloudevents::Format,
+}
+
+impl EndpointSettings {
+    /// An endpoint created through the API: checked by the same rules as the config file's.
+    pub fn runtime(id: &str, url: &str, secret: Option<String>) -> Result<Self, String> {
+        check_endpoint_id(id)?;
+        let url = check_endpoint_url(url)?;
+        if let Some(s) = &secret {
+            crate::delivery::signing::check_secret(s).map_err(|why| format!("secret: {why}"))?;
+        }
+        Ok(EndpointSettings {
+            id: id.to_owned(),
+            url,
+            secrets: secret.into_iter().map(Secret::new).collect(),
+            auth: None,
+            subscriptions: crate::domain::Subscriptions::All,
+            format: crate::delivery::cloudevents::Format::Gbds,
+        })
+    }
+}
+
+fn check_endpoint_id(id: &str) -> Result<(), String> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(format!(
+            "id {id:?} must be 1-64 letters, digits, '-', '_' or '.'"
+        ));
+    }
+    Ok(())
+}
+
+fn check_endpoint_url(url: &str) -> Result<reqwest::Url, String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
+        Ok(_) => Err(format!("url {url:?} must be an http:// or https:// URL")),
+        Err(why) => Err(format!("url {url:?} is not a URL: {why}")),
+    }
 }
 
 /// Who may call the REST API.
@@ -157,18 +449,79 @@ impl Role {
     }
 }
 
+/// The SHA-256 of an API token: all the service keeps of it, and what it compares.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    pub fn of(token: &str) -> Self {
+        use sha2::Digest;
+        Self(sha2::Sha256::digest(token.as_bytes()).into())
+    }
+    /// From 64 hex digits (either case), as `sha256sum` prints them.
+    pub fn from_hex(hex_digits: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex_digits.trim(), &mut out).ok()?;
+        Some(Self(out))
+    }
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A digest of a guessable token is as good as the token: show nothing of it.
+        f.write_str("TokenDigest(***)")
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ApiToken {
-    pub token: Secret,
+    pub digest: TokenDigest,
     pub role: Role,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Default)]
+impl ApiToken {
+    pub fn new(token: &str, role: Role, name: impl Into<String>) -> Self {
+        Self {
+            digest: TokenDigest::of(token),
+            role,
+            name: name.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
 pub struct ApiSettings {
     /// Empty: the API is open (the service then listens on loopback only is the operator's job).
     pub tokens: Vec<ApiToken>,
+    /// A connection that has not sent a complete request head within this is closed; this
+    /// also ends idle keep-alive connections (slow-loris defence).
+    pub header_read_timeout: Duration,
+    /// How long a call may take to be read and answered once it is handled (then 408), and
+    /// how long it may wait for a slot under `max_concurrent_requests` (then 503).
+    pub request_timeout: Duration,
+    /// Calls handled at once; more wait for a slot. Bounds the memory held by request bodies
+    /// to about this many times 2 MB.
+    pub max_concurrent_requests: usize,
 }
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            tokens: Vec::new(),
+            header_read_timeout: Duration::from_secs(DEFAULT_HEADER_READ_TIMEOUT_S),
+            request_timeout: Duration::from_secs(DEFAULT_API_REQUEST_TIMEOUT_S),
+            max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+        }
+    }
+}
+
+const DEFAULT_HEADER_READ_TIMEOUT_S: u64 = 10;
+const DEFAULT_API_REQUEST_TIMEOUT_S: u64 = 30;
+const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 256;
 
 /// Which HTTP answers acknowledge a notification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +543,13 @@ pub struct DeliverySettings {
     pub jitter: f64,
     pub endpoint_concurrency: usize,
     pub max_in_flight: usize,
+    /// Refuse private, loopback and link-local targets, checked on the resolved addresses at
+    /// connect time (opt-in: receivers are often on the same network).
+    pub block_private_targets: bool,
+    /// An endpoint whose every attempt has failed for this long is disabled.
+    pub disable_after: Duration,
+    /// The CloudEvents `source` attribute (`[notifications] cloudevents_source`).
+    pub cloudevents_source: String,
 }
 
 /// The Standard Webhooks ladder (after the immediate first attempt).
@@ -238,6 +598,21 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ("GBDS_ENDPOINTS", "endpoints", EnvKind::Toml),
     ("GBDS_API_TOKENS", "api.tokens", EnvKind::Toml),
     (
+        "GBDS_API_HEADER_READ_TIMEOUT",
+        "api.header_read_timeout",
+        EnvKind::Text,
+    ),
+    (
+        "GBDS_API_REQUEST_TIMEOUT",
+        "api.request_timeout",
+        EnvKind::Text,
+    ),
+    (
+        "GBDS_API_MAX_CONCURRENT_REQUESTS",
+        "api.max_concurrent_requests",
+        EnvKind::Toml,
+    ),
+    (
         "GBDS_DELIVERY_RETRY_SCHEDULE",
         "delivery.retry_schedule",
         EnvKind::Toml,
@@ -254,6 +629,11 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
         EnvKind::Text,
     ),
     ("GBDS_DELIVERY_LEASE", "delivery.lease", EnvKind::Text),
+    (
+        "GBDS_DELIVERY_BLOCK_PRIVATE_TARGETS",
+        "delivery.block_private_targets",
+        EnvKind::Toml,
+    ),
     ("GBDS_DELIVERY_JITTER", "delivery.jitter", EnvKind::Toml),
     (
         "GBDS_DELIVERY_ENDPOINT_CONCURRENCY",
@@ -269,6 +649,37 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
         "GBDS_NOTIFICATIONS_UPDATE_OPERATION",
         "notifications.update_operation",
         EnvKind::Text,
+    ),
+    (
+        "GBDS_DELIVERY_DISABLE_AFTER",
+        "delivery.disable_after",
+        EnvKind::Text,
+    ),
+    ("GBDS_RETENTION_AGE", "retention.age", EnvKind::Text),
+    (
+        "GBDS_RETENTION_SCHEDULE",
+        "retention.schedule",
+        EnvKind::Text,
+    ),
+    (
+        "GBDS_NOTIFICATIONS_CLOUDEVENTS_SOURCE",
+        "notifications.cloudevents_source",
+        EnvKind::Text,
+    ),
+    // Seed 001's switch; GBDS_AMQP_ENABLED, read after it, wins when both are set.
+    (
+        "RABBITMQ_TRANSACTION_EVENTS_ENABLED",
+        "amqp.enabled",
+        EnvKind::Toml,
+    ),
+    ("GBDS_AMQP_ENABLED", "amqp.enabled", EnvKind::Toml),
+    ("GBDS_AMQP_URL", "amqp.url", EnvKind::Text),
+    ("GBDS_AMQP_EXCHANGE", "amqp.exchange", EnvKind::Text),
+    ("GBDS_AMQP_ID", "amqp.id", EnvKind::Text),
+    (
+        "GBDS_AMQP_SUBSCRIPTIONS",
+        "amqp.subscriptions",
+        EnvKind::Toml,
     ),
 ];
 
@@ -359,6 +770,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         synchronous_full,
     };
 
+    let block_private_targets = raw.delivery.block_private_targets.unwrap_or(false);
     let mut endpoints = Vec::new();
     let mut seen = HashSet::new();
     for (i, e) in raw.endpoints.into_iter().enumerate() {
@@ -398,15 +810,65 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
                 )
             }
         };
-        if let Some(secret) = &e.secret {
-            if let Err(why) = crate::delivery::signing::check_secret(secret.expose()) {
-                return err(format!("{key}.secret"), why);
+        let secrets = match (e.secret, e.secrets) {
+            (Some(_), Some(_)) => {
+                return err(
+                    format!("{key}.secrets"),
+                    "give either secret or secrets (newest first), not both",
+                )
+            }
+            (Some(one), None) => {
+                if let Err(why) = crate::delivery::signing::check_secret(one.expose()) {
+                    return err(format!("{key}.secret"), why);
+                }
+                vec![one]
+            }
+            (None, Some(list)) => {
+                if list.is_empty() {
+                    return err(
+                        format!("{key}.secrets"),
+                        "must hold at least one secret (or leave it out)",
+                    );
+                }
+                for (j, secret) in list.iter().enumerate() {
+                    if let Err(why) = crate::delivery::signing::check_secret(secret.expose()) {
+                        return err(format!("{key}.secrets[{j}]"), why);
+                    }
+                }
+                list
+            }
+            (None, None) => Vec::new(),
+        };
+        let auth = match e.auth {
+            Some(raw) => Some(endpoint_auth(&format!("{key}.auth"), raw)?),
+            None => None,
+        };
+        if block_private_targets {
+            // Names are checked when resolved; a literal address can be refused now.
+            if let Err(why) = crate::delivery::guard::check_url(&url) {
+                return err(format!("{key}.url"), why);
+            }
+            if let Some(EndpointAuth::OAuth2(o)) = &auth {
+                if let Err(why) = crate::delivery::guard::check_url(&o.token_url) {
+                    return err(format!("{key}.auth.token_url"), why);
+                }
             }
         }
+        let subscriptions = subscriptions(&key, e.subscriptions.as_deref())?;
+        let format = match e.format.as_deref() {
+            None => crate::delivery::cloudevents::Format::Gbds,
+            Some(f) => match crate::delivery::cloudevents::Format::parse(f) {
+                Ok(f) => f,
+                Err(why) => return err(format!("{key}.format"), why),
+            },
+        };
         endpoints.push(EndpointSettings {
             id: e.id,
             url,
-            secret: e.secret,
+            secrets,
+            auth,
+            subscriptions,
+            format,
         });
     }
 
@@ -423,16 +885,73 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
                 )
             }
         };
-        if t.token.expose().is_empty() {
-            return err(format!("api.tokens[{i}].token"), "must not be empty");
+        let digest = match (t.token, t.token_sha256) {
+            (Some(_), Some(_)) => {
+                return err(
+                    format!("api.tokens[{i}].token_sha256"),
+                    "give either token or token_sha256, not both",
+                )
+            }
+            (None, None) => {
+                return err(
+                    format!("api.tokens[{i}].token"),
+                    "is required (or token_sha256: the hex SHA-256 of the token)",
+                )
+            }
+            (Some(token), None) => {
+                if token.expose().trim().is_empty() {
+                    return err(format!("api.tokens[{i}].token"), "must not be empty");
+                }
+                TokenDigest::of(token.expose().trim())
+            }
+            (None, Some(hex_digits)) => match TokenDigest::from_hex(&hex_digits) {
+                Some(d) => d,
+                None => {
+                    return err(
+                        format!("api.tokens[{i}].token_sha256"),
+                        "must be 64 hex digits (e.g. from `printf %s TOKEN | sha256sum`)",
+                    )
+                }
+            },
+        };
+        if let Some(j) = tokens.iter().position(|t: &ApiToken| t.digest == digest) {
+            return err(
+                format!("api.tokens[{i}]"),
+                format!("holds the same token as api.tokens[{j}]; a token has one role"),
+            );
         }
         let name = t.name.unwrap_or_else(|| role.as_str().to_owned());
-        tokens.push(ApiToken {
-            token: t.token,
-            role,
-            name,
-        });
+        tokens.push(ApiToken { digest, role, name });
     }
+    let header_read_timeout = duration(
+        "api.header_read_timeout",
+        raw.api.header_read_timeout.as_deref(),
+        &format!("{DEFAULT_HEADER_READ_TIMEOUT_S}s"),
+    )?;
+    let api_request_timeout = duration(
+        "api.request_timeout",
+        raw.api.request_timeout.as_deref(),
+        &format!("{DEFAULT_API_REQUEST_TIMEOUT_S}s"),
+    )?;
+    if header_read_timeout.is_zero() {
+        return err("api.header_read_timeout", "must be more than 0");
+    }
+    if api_request_timeout.is_zero() {
+        return err("api.request_timeout", "must be more than 0");
+    }
+    let max_concurrent_requests = raw
+        .api
+        .max_concurrent_requests
+        .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS);
+    if max_concurrent_requests == 0 {
+        return err("api.max_concurrent_requests", "must be at least 1");
+    }
+    let api = ApiSettings {
+        tokens,
+        header_read_timeout,
+        request_timeout: api_request_timeout,
+        max_concurrent_requests,
+    };
 
     let d = raw.delivery;
     let retry_schedule = match d.retry_schedule {
@@ -499,6 +1018,38 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         jitter,
         endpoint_concurrency,
         max_in_flight,
+        block_private_targets,
+        disable_after: duration("delivery.disable_after", d.disable_after.as_deref(), "5d")?,
+        cloudevents_source: {
+            let source = raw
+                .notifications
+                .cloudevents_source
+                .clone()
+                .unwrap_or_else(|| crate::delivery::cloudevents::DEFAULT_SOURCE.to_owned());
+            if let Err(why) = crate::delivery::cloudevents::check_source(&source) {
+                return err("notifications.cloudevents_source", why);
+            }
+            source
+        },
+    };
+
+    let schedule = raw
+        .retention
+        .schedule
+        .unwrap_or_else(|| "0 17 * * * *".to_owned());
+    if let Err(e) =
+        tokio_cron_scheduler::Job::new_async(schedule.as_str(), |_, _| Box::pin(async {}))
+    {
+        return err(
+            "retention.schedule",
+            format!(
+                "{schedule:?} is not a cron expression with seconds (e.g. \"0 17 * * * *\"): {e}"
+            ),
+        );
+    }
+    let retention = RetentionSettings {
+        age: duration("retention.age", raw.retention.age.as_deref(), "30d")?,
+        schedule,
     };
 
     let update_label = match raw
@@ -517,14 +1068,77 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         }
     };
 
+    let amqp = amqp_settings(raw.amqp, &endpoints)?;
+
     Ok(Settings {
         listen,
         store,
         endpoints,
-        api: ApiSettings { tokens },
+        api,
         delivery,
         update_label,
+        retention,
+        amqp,
     })
+}
+
+/// An endpoint's `subscriptions` list, each bad pattern named by its index.
+fn subscriptions(
+    key: &str,
+    patterns: Option<&[String]>,
+) -> Result<crate::domain::Subscriptions, ConfigError> {
+    match patterns {
+        None => Ok(crate::domain::Subscriptions::All),
+        Some(list) => crate::domain::Subscriptions::parse(list).or_else(|(i, why)| match i {
+            Some(i) => err(format!("{key}.subscriptions[{i}]"), why),
+            None => err(format!("{key}.subscriptions"), why),
+        }),
+    }
+}
+
+/// `[amqp]`, checked whether or not it is enabled, so a mistake shows before it is switched on.
+fn amqp_settings(
+    raw: RawAmqp,
+    endpoints: &[EndpointSettings],
+) -> Result<Option<AmqpSettings>, ConfigError> {
+    use crate::delivery::amqp;
+    let url = raw
+        .url
+        .unwrap_or_else(|| Secret::new(amqp::DEFAULT_URL.to_owned()));
+    if let Err(why) = amqp::check_url(url.expose()) {
+        return err("amqp.url", why);
+    }
+    let exchange = raw
+        .exchange
+        .unwrap_or_else(|| amqp::DEFAULT_EXCHANGE.to_owned());
+    if exchange.is_empty()
+        || exchange.len() > 127
+        || !exchange
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return err(
+            "amqp.exchange",
+            format!("{exchange:?} must be 1-127 letters, digits, '-', '_', '.' or ':'"),
+        );
+    }
+    let id = raw.id.unwrap_or_else(|| amqp::DEFAULT_ID.to_owned());
+    if let Err(why) = check_endpoint_id(&id) {
+        return err("amqp.id", why);
+    }
+    if let Some(i) = endpoints.iter().position(|e| e.id == id) {
+        return err(
+            "amqp.id",
+            format!("{id:?} is used by endpoints[{i}]; give the sink another id"),
+        );
+    }
+    let subscriptions = subscriptions("amqp", raw.subscriptions.as_deref())?;
+    Ok(raw.enabled.unwrap_or(false).then_some(AmqpSettings {
+        id,
+        url,
+        exchange,
+        subscriptions,
+    }))
 }
 
 #[cfg(test)]
@@ -656,6 +1270,158 @@ update_operation = "UPDATE"
         let s = from_toml("[[endpoints]]\nid = \"a\"\nurl = \"http://x/\"\nsecret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"").unwrap();
         let shown = format!("{s:?}");
         assert!(!shown.contains("MfKQ9r8"), "{shown}");
+    }
+
+    #[test]
+    fn an_endpoint_may_hold_several_secrets_newest_first() {
+        let s = from_toml(
+            "[[endpoints]]\nid = \"a\"\nurl = \"http://x/\"\nsecrets = [\"whsec_bmV3\", \"whsec_b2xk\"]",
+        )
+        .unwrap();
+        let shown: Vec<&str> = s.endpoints[0].secrets.iter().map(Secret::expose).collect();
+        assert_eq!(shown, ["whsec_bmV3", "whsec_b2xk"]);
+        let s =
+            from_toml("[[endpoints]]\nid = \"a\"\nurl = \"http://x/\"\nsecret = \"whsec_bmV3\"")
+                .unwrap();
+        assert_eq!(s.endpoints[0].secrets.len(), 1);
+        let s = from_toml("[[endpoints]]\nid = \"a\"\nurl = \"http://x/\"").unwrap();
+        assert!(s.endpoints[0].secrets.is_empty());
+        assert!(s.endpoints[0].auth.is_none());
+    }
+
+    #[test]
+    fn endpoint_auth_is_read_and_checked_key_by_key() {
+        let e = "[[endpoints]]\nid = \"a\"\nurl = \"http://x/\"\n";
+        let s = from_toml(&format!(
+            "{e}auth = {{ type = \"api_key\", header = \"X-API-Key\", value = \"k-123\" }}"
+        ))
+        .unwrap();
+        match &s.endpoints[0].auth {
+            Some(EndpointAuth::ApiKey { header, value }) => {
+                assert_eq!(header.as_str(), "x-api-key");
+                assert_eq!(value.expose(), "k-123");
+            }
+            other => panic!("{other:?}"),
+        }
+        let s = from_toml(&format!(
+            "{e}auth = {{ type = \"oauth2\", token_url = \"https://idp/token\", client_id = \"c\", client_secret = \"cs-9\", scope = \"notify\" }}"
+        ))
+        .unwrap();
+        match &s.endpoints[0].auth {
+            Some(EndpointAuth::OAuth2(o)) => {
+                assert_eq!(o.token_url.as_str(), "https://idp/token");
+                assert_eq!(o.scope.as_deref(), Some("notify"));
+                assert_eq!(o.client_auth, ClientAuth::Basic);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{s:?}").contains("cs-9"));
+
+        for (auth, key) in [
+            ("{ type = \"basic\" }", "endpoints[0].auth.type"),
+            ("{ type = \"api_key\", value = \"v\" }", "endpoints[0].auth.header"),
+            ("{ type = \"api_key\", header = \"X-K\" }", "endpoints[0].auth.value"),
+            ("{ type = \"api_key\", header = \"bad header\", value = \"v\" }", "endpoints[0].auth.header"),
+            ("{ type = \"api_key\", header = \"X-Signature\", value = \"v\" }", "endpoints[0].auth.header"),
+            ("{ type = \"api_key\", header = \"X-K\", value = \"v\\n\" }", "endpoints[0].auth.value"),
+            ("{ type = \"api_key\", header = \"X-K\", value = \"v\", scope = \"s\" }", "endpoints[0].auth.scope"),
+            ("{ type = \"oauth2\", client_id = \"c\", client_secret = \"s\" }", "endpoints[0].auth.token_url"),
+            ("{ type = \"oauth2\", token_url = \"ftp://idp/\", client_id = \"c\", client_secret = \"s\" }", "endpoints[0].auth.token_url"),
+            ("{ type = \"oauth2\", token_url = \"https://idp/\", client_secret = \"s\" }", "endpoints[0].auth.client_id"),
+            ("{ type = \"oauth2\", token_url = \"https://idp/\", client_id = \"c\" }", "endpoints[0].auth.client_secret"),
+            ("{ type = \"oauth2\", token_url = \"https://idp/\", client_id = \"c\", client_secret = \"s\", client_auth = \"jwt\" }", "endpoints[0].auth.client_auth"),
+            ("{ type = \"oauth2\", token_url = \"https://idp/\", client_id = \"c\", client_secret = \"s\", header = \"X\" }", "endpoints[0].auth.header"),
+            ("{ type = \"oauth2\", token_url = \"https://idp/\", client_id = \"c\", client_secret = \"s\", audience = \"x\" }", "audience"),
+        ] {
+            let e = from_toml(&format!("{e}auth = {auth}")).unwrap_err().to_string();
+            assert!(e.contains(key), "{auth}: {e}");
+            assert!(!e.contains("v\\n"), "{e}");
+        }
+    }
+
+    #[test]
+    fn rotation_and_guard_errors_name_their_key() {
+        let e = "[[endpoints]]\nid = \"a\"\nurl = \"http://x/\"\n";
+        for (text, key) in [
+            (format!("{e}secret = \"whsec_bmV3\"\nsecrets = [\"whsec_bmV3\"]"), "endpoints[0].secrets"),
+            (format!("{e}secrets = []"), "endpoints[0].secrets"),
+            (format!("{e}secrets = [\"whsec_bmV3\", \"whsec_!\"]"), "endpoints[0].secrets[1]"),
+            (
+                "[delivery]\nblock_private_targets = true\n[[endpoints]]\nid = \"a\"\nurl = \"http://127.0.0.1:9000/\"".to_owned(),
+                "endpoints[0].url",
+            ),
+            (
+                "[delivery]\nblock_private_targets = true\n[[endpoints]]\nid = \"a\"\nurl = \"https://example.com/\"\nauth = { type = \"oauth2\", token_url = \"http://[::1]/t\", client_id = \"c\", client_secret = \"s\" }".to_owned(),
+                "endpoints[0].auth.token_url",
+            ),
+        ] {
+            let e = from_toml(&text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        // Names are left to the resolver at connect time; public literals pass.
+        let s = from_toml("[delivery]\nblock_private_targets = true\n[[endpoints]]\nid = \"a\"\nurl = \"http://localhost:9/\"\n[[endpoints]]\nid = \"b\"\nurl = \"https://8.8.8.8/\"").unwrap();
+        assert!(s.delivery.block_private_targets);
+        assert!(!Settings::default().delivery.block_private_targets);
+    }
+
+    #[test]
+    fn api_tokens_may_be_given_as_their_sha256_and_mistakes_name_the_key() {
+        let s = from_toml(
+            "[api]\ntokens = [{ token = \"t-admin\", role = \"admin\" }, { token_sha256 = \"C140B9EE332D67F84953AAE63EDC037A10D217685D2D98161ECB34696EB4E2A5\", role = \"review\", name = \"mir\" }]",
+        )
+        .unwrap();
+        assert_eq!(s.api.tokens[0].digest, TokenDigest::of("t-admin"));
+        assert_eq!(s.api.tokens[1].name, "mir");
+        for (tokens, key) in [
+            ("{ role = \"admin\" }", "api.tokens[0].token"),
+            ("{ token = \"\", role = \"admin\" }", "api.tokens[0].token"),
+            ("{ token = \"a\", token_sha256 = \"00\", role = \"admin\" }", "api.tokens[0].token_sha256"),
+            ("{ token_sha256 = \"c140b9\", role = \"admin\" }", "api.tokens[0].token_sha256"),
+            ("{ token_sha256 = \"zz40b9ee332d67f84953aae63edc037a10d217685d2d98161ecb34696eb4e2a4\", role = \"admin\" }", "api.tokens[0].token_sha256"),
+            (
+                "{ token = \"t-admin\", role = \"admin\" }, { token_sha256 = \"c140b9ee332d67f84953aae63edc037a10d217685d2d98161ecb34696eb4e2a4\", role = \"ingest\" }",
+                "api.tokens[1]",
+            ),
+        ] {
+            let e = from_toml(&format!("[api]\ntokens = [{tokens}]"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{tokens}: {e}");
+            assert!(!e.contains("t-admin"), "{e}");
+        }
+    }
+
+    #[test]
+    fn api_limits_have_defaults_and_can_be_set() {
+        let d = Settings::default().api;
+        assert_eq!(d.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(d.request_timeout, Duration::from_secs(30));
+        assert_eq!(d.max_concurrent_requests, 256);
+        let s = from_toml_env(
+            "[api]\nheader_read_timeout = \"2s\"\n",
+            &[
+                ("GBDS_API_REQUEST_TIMEOUT", "5s"),
+                ("GBDS_API_MAX_CONCURRENT_REQUESTS", "8"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.api.header_read_timeout, Duration::from_secs(2));
+        assert_eq!(s.api.request_timeout, Duration::from_secs(5));
+        assert_eq!(s.api.max_concurrent_requests, 8);
+        for (text, key) in [
+            (
+                "[api]\nheader_read_timeout = \"0s\"",
+                "api.header_read_timeout",
+            ),
+            ("[api]\nrequest_timeout = \"soon\"", "api.request_timeout"),
+            (
+                "[api]\nmax_concurrent_requests = 0",
+                "api.max_concurrent_requests",
+            ),
+        ] {
+            let e = from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use crate::config::{ApiToken, Role};
+use crate::config::{ApiToken, Role, TokenDigest};
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
@@ -50,13 +50,15 @@ impl Auth {
         let presented = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_token)
             .ok_or_else(|| {
                 ApiError::unauthorized("an Authorization: Bearer <token> header is required")
             })?;
+        // Only digests are kept; every one is compared, in constant time, with no early exit.
+        let digest = TokenDigest::of(presented);
         let mut found = None;
         for t in &self.tokens {
-            if same(t.token.expose().as_bytes(), presented.trim().as_bytes()) {
+            if same(t.digest.as_bytes(), digest.as_bytes()) {
                 found = Some(t);
             }
         }
@@ -74,6 +76,13 @@ impl Auth {
             )))
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` value (the scheme is case-insensitive).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Reads the whole body, refusing more than `MAX_BODY`.
@@ -111,17 +120,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
 
     fn auth() -> Auth {
         Auth::new(vec![
+            ApiToken::new("t-ingest", Role::Ingest, "bo"),
             ApiToken {
-                token: Secret::new("t-ingest"),
-                role: Role::Ingest,
-                name: "bo".into(),
-            },
-            ApiToken {
-                token: Secret::new("t-admin"),
+                // sha256("t-admin"), as token_sha256 would give it.
+                digest: TokenDigest::from_hex(
+                    "C140B9EE332D67F84953AAE63EDC037A10D217685D2D98161ECB34696EB4E2A4",
+                )
+                .unwrap(),
                 role: Role::Admin,
                 name: "admin".into(),
             },
@@ -163,6 +171,37 @@ mod tests {
             a.check(&bearer("t-admin"), &[Role::Review]).unwrap().name,
             "admin"
         );
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive_and_other_schemes_are_401() {
+        let a = auth();
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert("authorization", v.parse().unwrap());
+            a.check(&h, &[Role::Ingest]).map(|c| c.name)
+        };
+        assert_eq!(with("bearer t-ingest").unwrap(), "bo");
+        assert_eq!(with("BEARER  t-ingest ").unwrap(), "bo");
+        for bad in [
+            "Basic dC1pbmdlc3Q=",
+            "Bearer",
+            "Bearer ",
+            "t-ingest",
+            "Bearer t-ingest2",
+        ] {
+            assert_eq!(with(bad).unwrap_err().status, 401, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_token_given_as_its_sha256_is_accepted_and_the_digest_never_shown() {
+        let a = auth();
+        assert_eq!(
+            a.check(&bearer("t-admin"), &[Role::Review]).unwrap().name,
+            "admin"
+        );
+        assert!(!format!("{:?}", a.tokens).contains("c140b9"));
     }
 
     #[test]

@@ -53,6 +53,22 @@ pub fn standard_signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -
     format!("v1,{}", B64.encode(mac))
 }
 
+/// The `webhook-signature` header during a secret rotation: one `v1,<base64>` per secret,
+/// space-separated, so a receiver holding either the old or the new secret verifies
+/// (Standard Webhooks allows several signatures in the header for exactly this).
+pub fn standard_signatures<'a>(
+    secrets: impl IntoIterator<Item = &'a str>,
+    id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> String {
+    secrets
+        .into_iter()
+        .map(|secret| standard_signature(secret, id, timestamp, body))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Hex HMAC-SHA256 of the body, keyed with the secret string exactly as configured.
 pub fn plain_signature(secret: &str, body: &[u8]) -> String {
     hex::encode(hmac(secret.as_bytes(), &[body]))
@@ -72,6 +88,32 @@ mod tests {
         assert_eq!(
             standard_signature(secret, id, ts, body),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+    }
+
+    #[test]
+    fn during_a_rotation_every_secret_signs_space_separated_newest_first() {
+        let (new, old) = (
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "whsec_dGhlLW9sZC1zZWNyZXQtb2YtdGhlLWVuZHBvaW50",
+        );
+        let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+        let ts = 1614265330;
+        let body = br#"{"test": 2432232314}"#;
+        let header = standard_signatures([new, old], id, ts, body);
+        let parts: Vec<&str> = header.split(' ').collect();
+        assert_eq!(
+            parts,
+            [
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+                standard_signature(old, id, ts, body).as_str(),
+            ]
+        );
+        assert_ne!(parts[0], parts[1]);
+        // One secret gives exactly the single-signature header.
+        assert_eq!(
+            standard_signatures([new], id, ts, body),
+            standard_signature(new, id, ts, body)
         );
     }
 

@@ -1,0 +1,1 @@
+//! Property-based fuzzing (proptest) of request parsing, the API and the state machine.
