@@ -1433,4 +1433,124 @@ update_operation = "UPDATE"
         assert_eq!(parse_duration("s"), None);
         assert_eq!(parse_duration("1.5s"), None);
     }
+
+    #[test]
+    fn subscriptions_and_format_are_read_per_endpoint_and_bad_ones_name_their_key() {
+        let e = "[[endpoints]]\nid = \"a\"\nurl = \"http://x/\"\n";
+        let s = from_toml(&format!(
+            "{e}subscriptions = [\"ENROLL.*\", \"*.FAILED\", \"TREAT_EXCEPTION.*\", \"SEARCH.MATCH\"]\nformat = \"cloudevents\""
+        ))
+        .unwrap();
+        let subs = &s.endpoints[0].subscriptions;
+        assert!(subs.matches("SEARCH", "FAILED"));
+        assert!(!subs.matches("SEARCH", "NOT_MATCH"));
+        assert_eq!(
+            s.endpoints[0].format,
+            crate::delivery::cloudevents::Format::CloudEvents
+        );
+        let s = from_toml(e).unwrap();
+        assert_eq!(
+            s.endpoints[0].subscriptions,
+            crate::domain::Subscriptions::All
+        );
+        assert_eq!(
+            s.endpoints[0].format,
+            crate::delivery::cloudevents::Format::Gbds
+        );
+        assert_eq!(s.delivery.cloudevents_source, "urn:gbds-notifier");
+        for (text, key, says) in [
+            (
+                format!("{e}subscriptions = [\"ENROLL.*\", \"ENROL.*\"]"),
+                "endpoints[0].subscriptions[1]",
+                "ENROL",
+            ),
+            (
+                format!("{e}subscriptions = [\"SEARCH.ENROLLED\"]"),
+                "endpoints[0].subscriptions[0]",
+                "never matches",
+            ),
+            (
+                format!("{e}subscriptions = []"),
+                "endpoints[0].subscriptions",
+                "at least one",
+            ),
+            (
+                format!("{e}format = \"xml\""),
+                "endpoints[0].format",
+                "cloudevents",
+            ),
+            (
+                "[notifications]\ncloudevents_source = \"\"".to_owned(),
+                "notifications.cloudevents_source",
+                "URI",
+            ),
+        ] {
+            let got = from_toml(&text).unwrap_err().to_string();
+            assert!(got.contains(key) && got.contains(says), "{text}: {got}");
+        }
+    }
+
+    #[test]
+    fn the_amqp_sink_is_off_unless_enabled_by_config_or_by_either_variable() {
+        let s = from_toml("").unwrap();
+        assert!(s.amqp.is_none());
+        let s = from_toml("[amqp]\nenabled = true").unwrap();
+        let a = s.amqp.unwrap();
+        assert_eq!(a.id, "rabbitmq");
+        assert_eq!(a.exchange, "gbds.notifications");
+        assert_eq!(a.url.expose(), "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(a.subscriptions, crate::domain::Subscriptions::All);
+        let s = from_toml_env("", &[("RABBITMQ_TRANSACTION_EVENTS_ENABLED", "true")]).unwrap();
+        assert!(s.amqp.is_some());
+        let s = from_toml_env(
+            "",
+            &[
+                ("RABBITMQ_TRANSACTION_EVENTS_ENABLED", "true"),
+                ("GBDS_AMQP_ENABLED", "false"),
+            ],
+        )
+        .unwrap();
+        assert!(s.amqp.is_none(), "GBDS_AMQP_ENABLED wins");
+        let s = from_toml_env(
+            "",
+            &[
+                ("GBDS_AMQP_ENABLED", "true"),
+                ("GBDS_AMQP_URL", "amqps://u:p@broker:5671/prod"),
+                ("GBDS_AMQP_EXCHANGE", "gbds.events"),
+                ("GBDS_AMQP_ID", "broker"),
+                ("GBDS_AMQP_SUBSCRIPTIONS", "[\"ENROLL.*\"]"),
+            ],
+        )
+        .unwrap();
+        let a = s.amqp.unwrap();
+        assert_eq!(
+            (a.id.as_str(), a.exchange.as_str(), a.url.expose()),
+            ("broker", "gbds.events", "amqps://u:p@broker:5671/prod")
+        );
+        assert!(!a.subscriptions.matches("SEARCH", "MATCH"));
+    }
+
+    #[test]
+    fn amqp_mistakes_name_their_key_and_never_show_the_password() {
+        for (text, key) in [
+            ("[amqp]\nurl = \"http://u:hunter2@x/\"", "amqp.url"),
+            ("[amqp]\nexchange = \"has space\"", "amqp.exchange"),
+            ("[amqp]\nid = \"no/slash\"", "amqp.id"),
+            (
+                "[amqp]\nsubscriptions = [\"*.NOPE\"]",
+                "amqp.subscriptions[0]",
+            ),
+            ("[amqp]\nenable = true", "enable"),
+            (
+                "[amqp]\nid = \"a\"\n[[endpoints]]\nid = \"a\"\nurl = \"http://x/\"",
+                "amqp.id",
+            ),
+        ] {
+            let e = from_toml(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{text}: {e}");
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+        let s = from_toml("[amqp]\nenabled = true\nurl = \"amqp://u:hunter2@x/\"").unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
 }

@@ -61,7 +61,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     check_exposure(&settings)?;
-    let options = StoreOptions {
+    let mut options = StoreOptions {
         synchronous_full: settings.store.synchronous_full,
         update_label: settings.update_label,
         endpoints: settings
@@ -70,16 +70,48 @@ pub async fn run(
             .map(|e| (e.id.clone(), e.url.to_string()))
             .collect(),
     };
+    let mut endpoint_options: store::ConfigEndpointOptions = settings
+        .endpoints
+        .iter()
+        .map(|e| {
+            let o = store::EndpointOptions {
+                subscriptions: e.subscriptions.patterns(),
+                format: e.format.as_str().to_owned(),
+            };
+            (e.id.clone(), o)
+        })
+        .collect();
+    // The RabbitMQ sink is an endpoint like the others: same outbox, retries and dead letters.
+    if let Some(a) = &settings.amqp {
+        let url = delivery::amqp::redact_url(a.url.expose());
+        options.endpoints.push((a.id.clone(), url));
+        let o = store::EndpointOptions {
+            subscriptions: a.subscriptions.patterns(),
+            format: "gbds".to_owned(),
+        };
+        endpoint_options.insert(a.id.clone(), o);
+    }
     let path = settings.store.sqlite_path.clone();
     let store::Opened {
         store,
         writer,
         api_endpoints,
-    } = tokio::task::spawn_blocking(move || Store::open(&path, options)).await??;
+    } = tokio::task::spawn_blocking(move || Store::open_with(&path, options, &endpoint_options))
+        .await??;
 
     let targets = delivery::Targets::new(&settings.endpoints, &settings.delivery);
+    if let Some(a) = &settings.amqp {
+        targets.add_amqp(a);
+        tracing::info!(endpoint = %a.id, url = %delivery::amqp::redact_url(a.url.expose()), exchange = %a.exchange, "publishing to RabbitMQ");
+    }
     for e in &api_endpoints {
-        match config::EndpointSettings::runtime(&e.id, &e.url, e.secret.clone()) {
+        let endpoint = config::EndpointSettings::runtime(&e.id, &e.url, e.secret.clone()).and_then(
+            |mut endpoint| {
+                endpoint.format = delivery::cloudevents::Format::parse(&e.format)?;
+                Ok(endpoint)
+            },
+        );
+        match endpoint {
             Ok(endpoint) => targets.upsert(&endpoint),
             Err(why) => {
                 tracing::error!(endpoint = %e.id, %why, "stored endpoint is invalid; skipped")

@@ -1,6 +1,7 @@
 //! The REST API (CONTRACT §4) on axum: one module per resource, each exporting `router()`.
 
 mod error;
+mod feed;
 mod operator;
 mod request;
 mod serve;
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .merge(transactions::router())
         .merge(operator::router())
+        .merge(feed::router())
         .fallback(|| async {
             ApiError::not_found("no such route; see the API table in the README")
         })

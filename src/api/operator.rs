@@ -15,7 +15,8 @@ use super::request::{parse_json, read_body};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::config::{EndpointSettings, Role};
-use crate::domain::Tguid;
+use crate::delivery::cloudevents::Format;
+use crate::domain::{Subscriptions, Tguid};
 use crate::store::{AdminOp, DeliveryFilter, DeliveryRow, EndpointRow};
 
 pub fn router() -> Router<AppState> {
@@ -264,6 +265,10 @@ struct EndpointOut {
     dead: i64,
     oldest_pending_at: Option<String>,
     last_delivered_at: Option<String>,
+    /// The `<OPERATION>.<STATUS>` patterns it receives; null: every notification.
+    subscriptions: Option<Vec<String>>,
+    /// "gbds" (the body as it is) or "cloudevents".
+    format: String,
 }
 
 impl From<EndpointRow> for EndpointOut {
@@ -280,6 +285,8 @@ impl From<EndpointRow> for EndpointOut {
             dead: e.dead,
             oldest_pending_at: e.oldest_pending_at.map(rfc3339),
             last_delivered_at: e.last_delivered_at.map(rfc3339),
+            subscriptions: e.subscriptions,
+            format: e.format,
         }
     }
 }
@@ -318,6 +325,22 @@ struct CreateEndpoint {
     id: String,
     url: String,
     secret: Option<String>,
+    /// `<OPERATION>.<STATUS>` patterns; absent: every notification.
+    subscriptions: Option<Vec<String>>,
+    /// "gbds" (default) or "cloudevents".
+    format: Option<String>,
+}
+
+/// A `subscriptions` list, checked: a 422 names the bad pattern (`subscriptions[1]: …`).
+fn checked_subscriptions(list: &[String]) -> Result<Subscriptions, ApiError> {
+    Subscriptions::parse(list).map_err(|(i, why)| match i {
+        Some(i) => ApiError::invalid(format!("subscriptions[{i}]: {why}")),
+        None => ApiError::invalid(format!("subscriptions: {why}")),
+    })
+}
+
+fn checked_format(format: &str) -> Result<Format, ApiError> {
+    Format::parse(format).map_err(|why| ApiError::invalid(format!("format: {why}")))
 }
 
 async fn create_endpoint(
@@ -327,13 +350,21 @@ async fn create_endpoint(
 ) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
     app.auth.check(&headers, ADMINS)?;
     let req: CreateEndpoint = parse_json(&read_body(body).await?)?;
-    let endpoint = EndpointSettings::runtime(&req.id, &req.url, req.secret.clone())
+    let mut endpoint = EndpointSettings::runtime(&req.id, &req.url, req.secret.clone())
         .map_err(ApiError::invalid)?;
+    if let Some(list) = &req.subscriptions {
+        endpoint.subscriptions = checked_subscriptions(list)?;
+    }
+    if let Some(format) = &req.format {
+        endpoint.format = checked_format(format)?;
+    }
     app.store
         .admin(AdminOp::CreateEndpoint {
             id: req.id.clone(),
             url: endpoint.url.to_string(),
             secret: req.secret,
+            subscriptions: endpoint.subscriptions.patterns(),
+            format: endpoint.format.as_str().to_owned(),
         })
         .await?;
     app.targets.upsert(&endpoint);
@@ -351,6 +382,19 @@ struct UpdateEndpoint {
     #[serde(default, with = "serde_with_double_option")]
     secret: Option<Option<String>>,
     enabled: Option<bool>,
+    /// New patterns, or null to receive every notification again.
+    #[serde(default, deserialize_with = "present")]
+    subscriptions: Option<Option<Vec<String>>>,
+    format: Option<String>,
+}
+
+/// Tells a key given as null (`Some(None)`) apart from a key left out (`None`).
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Tells `"secret": null` (remove) apart from no `secret` key (keep).
@@ -379,6 +423,14 @@ async fn update_endpoint(
         crate::delivery::signing::check_secret(secret)
             .map_err(|why| ApiError::invalid(format!("secret: {why}")))?;
     }
+    let subscriptions = match &req.subscriptions {
+        Some(Some(list)) => Some(checked_subscriptions(list)?.patterns()),
+        Some(None) => Some(None),
+        None => None,
+    };
+    if let Some(format) = &req.format {
+        checked_format(format)?;
+    }
     let done = app
         .store
         .admin(AdminOp::UpdateEndpoint {
@@ -386,13 +438,18 @@ async fn update_endpoint(
             url: req.url,
             secret: req.secret,
             enabled: req.enabled,
+            subscriptions,
+            format: req.format,
         })
         .await?;
+    let out = endpoint_by_id(&app, &id).await?;
     if let Some((url, secret)) = done.endpoint {
-        let endpoint = EndpointSettings::runtime(&id, &url, secret).map_err(ApiError::internal)?;
+        let mut endpoint =
+            EndpointSettings::runtime(&id, &url, secret).map_err(ApiError::internal)?;
+        endpoint.format = Format::parse(&out.format).map_err(ApiError::internal)?;
         app.targets.upsert(&endpoint);
     }
-    Ok(Json(endpoint_by_id(&app, &id).await?))
+    Ok(Json(out))
 }
 
 async fn delete_endpoint(

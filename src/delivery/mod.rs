@@ -1,7 +1,9 @@
 //! Outbound delivery: the dispatcher claims due deliveries from the store, POSTs each body to
 //! its endpoint (signed when the endpoint has a secret) and records what came of it.
 
+pub mod amqp;
 pub mod auth;
+pub mod cloudevents;
 pub mod guard;
 pub mod retry;
 pub mod signing;
@@ -29,6 +31,16 @@ struct Target {
     slots: Semaphore,
     /// API key or OAuth2 token (with its cache) for this endpoint.
     credentials: auth::Credentials,
+    /// The body as it is, or wrapped in a CloudEvent (HTTP endpoints).
+    format: cloudevents::Format,
+    /// Where an attempt goes.
+    sink: Sink,
+}
+
+/// The kinds of endpoint: an attempt is an HTTP POST or a publish to the RabbitMQ sink.
+enum Sink {
+    Http,
+    Amqp(Arc<amqp::AmqpSink>),
 }
 
 impl Target {
@@ -38,6 +50,8 @@ impl Target {
             secrets: e.secrets.clone(),
             slots: Semaphore::new(settings.endpoint_concurrency),
             credentials: auth::Credentials::new(e.auth.as_ref()),
+            format: e.format,
+            sink: Sink::Http,
         }
     }
 }
@@ -72,6 +86,29 @@ impl Targets {
 
     pub fn remove(&self, id: &str) {
         self.map.write().expect("targets").remove(id);
+    }
+
+    /// Adds the RabbitMQ sink under its endpoint id (it connects on its first attempt).
+    pub fn add_amqp(&self, a: &crate::config::AmqpSettings) {
+        let sink = amqp::AmqpSink::new(
+            a.url.expose(),
+            &a.exchange,
+            self.settings.connect_timeout,
+            self.settings.request_timeout,
+        );
+        let target = Target {
+            url: reqwest::Url::parse(&amqp::redact_url(a.url.expose()))
+                .unwrap_or_else(|_| reqwest::Url::parse("amqp://broker").expect("a URL")),
+            secrets: Vec::new(),
+            slots: Semaphore::new(self.settings.endpoint_concurrency),
+            credentials: auth::Credentials::new(None),
+            format: cloudevents::Format::Gbds,
+            sink: Sink::Amqp(Arc::new(sink)),
+        };
+        self.map
+            .write()
+            .expect("targets")
+            .insert(a.id.clone(), Arc::new(target));
     }
 
     fn get(&self, id: &str) -> Option<Arc<Target>> {
@@ -206,10 +243,37 @@ impl Dispatcher {
             };
         };
         let _slot = target.slots.acquire().await.expect("never closed");
+        if let Sink::Amqp(sink) = &target.sink {
+            return self.publish(sink, d).await;
+        }
+        // What is sent is what is signed: the body, or the CloudEvent that carries it.
+        let (content_type, body) = match target.format {
+            cloudevents::Format::Gbds => ("application/json", d.body.to_vec()),
+            cloudevents::Format::CloudEvents => {
+                let notice = cloudevents::Notice {
+                    webhook_id: &d.webhook_id,
+                    tguid: &d.tguid,
+                    operation: &d.operation,
+                    status: &d.status,
+                    created_at: d.created_at,
+                    body: &d.body,
+                };
+                match cloudevents::render(&self.settings.cloudevents_source, &notice) {
+                    Ok(event) => (cloudevents::CONTENT_TYPE, event),
+                    Err(e) => {
+                        return Completion::Dead {
+                            id: d.id,
+                            http_status: None,
+                            error: format!("the stored body is not JSON: {e}"),
+                        }
+                    }
+                }
+            }
+        };
         let mut request = self
             .client
             .post(target.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, content_type)
             .header("webhook-id", &d.webhook_id);
         if let Some(newest) = target.secrets.first() {
             let timestamp = now_ms() / 1000;
@@ -218,15 +282,15 @@ impl Dispatcher {
                 .header("webhook-timestamp", timestamp.to_string())
                 .header(
                     "webhook-signature",
-                    signing::standard_signatures(all, &d.webhook_id, timestamp, &d.body),
+                    signing::standard_signatures(all, &d.webhook_id, timestamp, &body),
                 )
                 .header(
                     "X-Signature",
-                    signing::plain_signature(newest.expose(), &d.body),
+                    signing::plain_signature(newest.expose(), &body),
                 );
         }
         let started = std::time::Instant::now();
-        let request = request.body(d.body.to_vec());
+        let request = request.body(body);
         let guarded = self.settings.block_private_targets;
         let result = auth::send(&self.client, &target.credentials, guarded, request).await;
         let failed_attempts = d.attempts + 1;
@@ -276,6 +340,29 @@ impl Dispatcher {
                 };
                 tracing::debug!(delivery = d.id, endpoint = %d.endpoint_id, error = %e, "attempt failed");
                 self.failed(d.id, failed_attempts, None, format!("{why}: {e}"), None)
+            }
+        }
+    }
+
+    /// One publish to the RabbitMQ sink: a broker ack is a delivery (recorded with status
+    /// 200), a nack, a timeout or a connection error a failed attempt, retried on schedule.
+    async fn publish(&self, sink: &amqp::AmqpSink, d: ClaimedDelivery) -> Completion {
+        let message = amqp::Message {
+            webhook_id: &d.webhook_id,
+            tguid: &d.tguid,
+            operation: &d.operation,
+            status: &d.status,
+            created_at: d.created_at,
+            body: &d.body,
+        };
+        match sink.publish(&message).await {
+            Ok(()) => Completion::Delivered {
+                id: d.id,
+                http_status: 200,
+            },
+            Err(why) => {
+                tracing::debug!(delivery = d.id, endpoint = %d.endpoint_id, error = %why, "publish failed");
+                self.failed(d.id, d.attempts + 1, None, why, None)
             }
         }
     }

@@ -4,9 +4,11 @@
 mod ids;
 mod machine;
 mod notification;
+pub mod subscription;
 
 pub use ids::{IdError, Tguid, Uguid};
 pub use machine::{
     step, Decision, Input, Operation, Outcome, Refusal, State, Transition, Treatment, UpdateLabel,
 };
 pub use notification::{Notification, NotificationKind};
+pub use subscription::{Pattern, PatternError, Subscriptions};

@@ -14,22 +14,43 @@ pub(super) fn run(conn: &Connection, op: &AdminOp, now: i64) -> Result<AdminDone
         AdminOp::Renotify { tguid, endpoint_id } => {
             renotify(conn, tguid, endpoint_id.as_deref(), now)
         }
-        AdminOp::CreateEndpoint { id, url, secret } => {
-            create_endpoint(conn, id, url, secret.as_deref(), now)
+        AdminOp::CreateEndpoint {
+            id,
+            url,
+            secret,
+            subscriptions,
+            format,
+        } => {
+            let done = create_endpoint(conn, id, url, secret.as_deref(), now)?;
+            endpoint_options(conn, id, Some(subscriptions.as_deref()), Some(format), now)?;
+            Ok(done)
         }
         AdminOp::UpdateEndpoint {
             id,
             url,
             secret,
             enabled,
-        } => update_endpoint(
-            conn,
-            id,
-            url.as_deref(),
-            secret.as_ref().map(|s| s.as_deref()),
-            *enabled,
-            now,
-        ),
+            subscriptions,
+            format,
+        } => {
+            if subscriptions.is_some() || format.is_some() {
+                endpoint_options(
+                    conn,
+                    id,
+                    subscriptions.as_ref().map(|s| s.as_deref()),
+                    format.as_deref(),
+                    now,
+                )?;
+            }
+            update_endpoint(
+                conn,
+                id,
+                url.as_deref(),
+                secret.as_ref().map(|s| s.as_deref()),
+                *enabled,
+                now,
+            )
+        }
         AdminOp::DeleteEndpoint { id } => delete_endpoint(conn, id, now),
         AdminOp::Retention { cutoff, limit } => retention(conn, *cutoff, *limit),
         AdminOp::DisableFailing { cutoff } => disable_failing(conn, *cutoff, now),
@@ -142,14 +163,29 @@ fn renotify(
             return Err(WriteError::Missing(format!("no endpoint with id {e}")));
         }
     }
-    // Endpoints added since the notifications were recorded get them too.
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO deliveries (notification_id, endpoint_id, tguid, seq, status, ready, next_attempt_at)
-         SELECT n.id, e.id, n.tguid, n.seq, 'pending', 0, ?2
-         FROM notifications n, endpoints e
-         WHERE n.tguid = ?1 AND e.active = 1 AND (?3 IS NULL OR e.id = ?3)",
-    )?
-    .execute(params![tguid, now, endpoint_id])?;
+    // Endpoints added since the notifications were recorded get them too, when subscribed.
+    let missing: Vec<(i64, String, i64, String, String, Option<String>)> = conn
+        .prepare_cached(
+            "SELECT n.id, e.id, n.seq, n.operation, n.status, e.subscriptions
+             FROM notifications n, endpoints e
+             WHERE n.tguid = ?1 AND e.active = 1 AND (?2 IS NULL OR e.id = ?2)
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.endpoint_id = e.id)",
+        )?
+        .query_map(params![tguid, endpoint_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (notification_id, endpoint, seq, operation, status, patterns) in &missing {
+        if super::writer::stored_subscriptions(endpoint, patterns.as_deref())
+            .matches(operation, status)
+        {
+            conn.prepare_cached(
+                "INSERT INTO deliveries (notification_id, endpoint_id, tguid, seq, status, ready, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5)",
+            )?
+            .execute(params![notification_id, endpoint, tguid, seq, now])?;
+        }
+    }
     conn.prepare_cached(
         "UPDATE deliveries SET status = 'pending', ready = 0, attempts = 0, next_attempt_at = ?2, delivered_at = NULL
          WHERE tguid = ?1 AND status IN ('delivered', 'dead') AND (?3 IS NULL OR endpoint_id = ?3)",
@@ -170,6 +206,38 @@ fn renotify(
         )?
         .query_row(params![tguid, endpoint_id], |r| r.get(0))?;
     Ok(done(queued as usize))
+}
+
+/// Sets an API endpoint's subscriptions (`Some(None)`: everything) and body format; a
+/// configured endpoint's are the configuration file's.
+fn endpoint_options(
+    conn: &Connection,
+    id: &str,
+    subscriptions: Option<Option<&[String]>>,
+    format: Option<&str>,
+    now: i64,
+) -> Result<(), WriteError> {
+    match endpoint_source(conn, id)?.as_deref() {
+        None => return Err(WriteError::Missing(format!("no endpoint with id {id}"))),
+        Some("config") => {
+            return Err(WriteError::Conflict(format!(
+                "endpoint {id} is defined in the configuration file; change its subscriptions or format there"
+            )))
+        }
+        Some(_) => {}
+    }
+    if let Some(patterns) = subscriptions {
+        let json = patterns.map(|p| serde_json::to_string(p).expect("strings serialize"));
+        conn.prepare_cached(
+            "UPDATE endpoints SET subscriptions = ?2, updated_at = ?3 WHERE id = ?1",
+        )?
+        .execute(params![id, json, now])?;
+    }
+    if let Some(format) = format {
+        conn.prepare_cached("UPDATE endpoints SET format = ?2, updated_at = ?3 WHERE id = ?1")?
+            .execute(params![id, format, now])?;
+    }
+    Ok(())
 }
 
 fn endpoint_row(conn: &Connection, id: &str) -> rusqlite::Result<Option<(String, Option<String>)>> {

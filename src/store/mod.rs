@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::domain::{Input, Operation, Refusal, State, Tguid};
 
 pub use reader::{
-    DeliveryFilter, DeliveryListRow, DeliveryRow, EndpointRow, NotificationRow, Readers,
-    TransactionDetail, TransactionPage, TransitionRow,
+    DeliveryFilter, DeliveryListRow, DeliveryRow, EndpointRow, FeedFilter, FeedRow,
+    NotificationRow, Readers, TransactionDetail, TransactionPage, TransitionRow,
 };
 
 /// A transaction's headline, as the API returns it.
@@ -96,6 +96,11 @@ pub struct ClaimedDelivery {
     pub attempts: u32,
     pub webhook_id: String,
     pub body: Arc<[u8]>,
+    /// The body's `operation` and `status`, for AMQP routing keys and CloudEvents types.
+    pub operation: String,
+    pub status: String,
+    /// When the notification was recorded (Unix ms): the CloudEvents `time`.
+    pub created_at: i64,
 }
 
 /// A batch of claimed deliveries and when the next one not claimed now falls due.
@@ -161,6 +166,10 @@ pub enum AdminOp {
         id: String,
         url: String,
         secret: Option<String>,
+        /// Checked patterns; `None`: every notification.
+        subscriptions: Option<Vec<String>>,
+        /// "gbds" or "cloudevents".
+        format: String,
     },
     /// `secret: Some(None)` removes the secret.
     UpdateEndpoint {
@@ -168,6 +177,9 @@ pub enum AdminOp {
         url: Option<String>,
         secret: Option<Option<String>>,
         enabled: Option<bool>,
+        /// `Some(None)` subscribes it to everything again.
+        subscriptions: Option<Option<Vec<String>>>,
+        format: Option<String>,
     },
     DeleteEndpoint {
         id: String,
@@ -233,12 +245,27 @@ pub struct StoreOptions {
     pub endpoints: Vec<(String, String)>,
 }
 
+/// What the store records of a configured endpoint beside its url: which notifications it
+/// receives (the writer fans out by it) and its body format (shown by the endpoints API).
+#[derive(Debug, Clone, Default)]
+pub struct EndpointOptions {
+    /// Checked patterns; `None`: every notification.
+    pub subscriptions: Option<Vec<String>>,
+    /// "gbds" or "cloudevents"; empty is "gbds".
+    pub format: String,
+}
+
+/// [`EndpointOptions`] of configured endpoints, by id; one not listed gets every notification.
+pub type ConfigEndpointOptions = std::collections::HashMap<String, EndpointOptions>;
+
 /// An endpoint created through the API (kept in the database, not in the config file).
 #[derive(Debug, Clone)]
 pub struct ApiEndpoint {
     pub id: String,
     pub url: String,
     pub secret: Option<String>,
+    /// "gbds" or "cloudevents".
+    pub format: String,
 }
 
 /// What opening the store gives: the handle, the writer thread to join at shutdown, and the
@@ -274,10 +301,19 @@ impl Store {
     /// Opens (creating and migrating) the database, syncs the endpoint list, releases leases a
     /// previous process left behind, and starts the writer thread.
     pub fn open(path: &Path, options: StoreOptions) -> anyhow::Result<Opened> {
+        Self::open_with(path, options, &ConfigEndpointOptions::new())
+    }
+
+    /// [`Store::open`], recording what each configured endpoint subscribed to and its format.
+    pub fn open_with(
+        path: &Path,
+        options: StoreOptions,
+        endpoint_options: &ConfigEndpointOptions,
+    ) -> anyhow::Result<Opened> {
         let mut conn = open(path, options.synchronous_full)
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
         schema::migrate(&mut conn)?;
-        let api_endpoints = writer::prepare(&mut conn, &options.endpoints)?;
+        let api_endpoints = writer::prepare(&mut conn, &options.endpoints, endpoint_options)?;
         let readers = Readers::new(path.to_owned(), options.synchronous_full);
         let (tx, rx) = mpsc::channel(4096);
         let notify = Arc::new(Notify::new());

@@ -282,6 +282,10 @@ pub struct EndpointRow {
     pub dead: i64,
     pub oldest_pending_at: Option<i64>,
     pub last_delivered_at: Option<i64>,
+    /// The patterns it subscribed to (`None`: everything).
+    pub subscriptions: Option<Vec<String>>,
+    /// "gbds" or "cloudevents".
+    pub format: String,
 }
 
 impl Readers {
@@ -350,7 +354,8 @@ impl Readers {
                         (SELECT min(n.created_at) FROM deliveries d JOIN notifications n ON n.id = d.notification_id
                           WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.ready = 1),
                         (SELECT d.delivered_at FROM deliveries d WHERE d.endpoint_id = e.id AND d.status = 'delivered'
-                          ORDER BY d.id DESC LIMIT 1)
+                          ORDER BY d.id DESC LIMIT 1),
+                        e.subscriptions, e.format
                  FROM endpoints e ORDER BY e.id",
             )?
             .query_map([], |r| {
@@ -366,8 +371,77 @@ impl Readers {
                     dead: r.get(8)?,
                     oldest_pending_at: r.get(9)?,
                     last_delivered_at: r.get(10)?,
+                    subscriptions: r
+                        .get::<_, Option<String>>(11)?
+                        .and_then(|json| serde_json::from_str(&json).ok()),
+                    format: r.get(12)?,
                 })
             })?
+            .collect()
+        })
+        .await
+    }
+}
+
+/// One notification of the pull feed.
+#[derive(Debug, Clone)]
+pub struct FeedRow {
+    /// `notifications.id`: the feed's cursor.
+    pub id: i64,
+    pub tguid: String,
+    pub seq: i64,
+    pub webhook_id: String,
+    pub operation: String,
+    pub status: String,
+    pub body: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// Which notifications the feed returns: those after `after`, optionally of one transaction,
+/// operation or status, at most `limit`.
+#[derive(Debug, Clone, Default)]
+pub struct FeedFilter {
+    pub after: i64,
+    pub limit: usize,
+    pub tguid: Option<String>,
+    pub operation: Option<String>,
+    pub status: Option<String>,
+}
+
+impl Readers {
+    /// Notifications in commit order. Ids are assigned by the single writer inside its
+    /// transactions and never reused (AUTOINCREMENT), so a reader never sees an id before a
+    /// smaller one: a consumer that resumes after the last id it read misses nothing.
+    pub async fn feed(&self, filter: FeedFilter) -> rusqlite::Result<Vec<FeedRow>> {
+        self.run(move |c| {
+            c.prepare_cached(
+                "SELECT id, tguid, seq, webhook_id, operation, status, body, created_at
+                 FROM notifications
+                 WHERE id > ?1 AND (?2 IS NULL OR tguid = ?2)
+                   AND (?3 IS NULL OR operation = ?3) AND (?4 IS NULL OR status = ?4)
+                 ORDER BY id LIMIT ?5",
+            )?
+            .query_map(
+                params![
+                    filter.after,
+                    filter.tguid,
+                    filter.operation,
+                    filter.status,
+                    filter.limit as i64
+                ],
+                |r| {
+                    Ok(FeedRow {
+                        id: r.get(0)?,
+                        tguid: r.get(1)?,
+                        seq: r.get(2)?,
+                        webhook_id: r.get(3)?,
+                        operation: r.get(4)?,
+                        status: r.get(5)?,
+                        body: r.get(6)?,
+                        created_at: r.get(7)?,
+                    })
+                },
+            )?
             .collect()
         })
         .await

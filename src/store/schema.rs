@@ -97,6 +97,30 @@ CREATE INDEX deliveries_dead_by_endpoint ON deliveries(endpoint_id, last_attempt
 CREATE INDEX deliveries_dead_by_tguid ON deliveries(tguid) WHERE status = 'dead';
 CREATE INDEX transactions_by_update ON transactions(updated_at);
 "#,
+    r#"
+-- integrations (issue 6): what each endpoint subscribed to and the body format it takes
+ALTER TABLE endpoints ADD COLUMN subscriptions TEXT;                 -- JSON list of patterns; NULL: all
+ALTER TABLE endpoints ADD COLUMN format TEXT NOT NULL DEFAULT 'gbds'; -- gbds | cloudevents (api endpoints)
+-- notifications.id is the pull feed's cursor, so an id must never be handed out twice: a plain
+-- INTEGER PRIMARY KEY reuses the largest id once retention deleted the newest rows, and a
+-- consumer holding that cursor would skip the new ones. AUTOINCREMENT never reuses an id.
+-- (Rebuilding the table drops any index a migration before this one put on it; there is none.)
+CREATE TABLE notifications_v3 (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    tguid       TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    webhook_id  TEXT NOT NULL UNIQUE,
+    operation   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    UNIQUE (tguid, seq)
+);
+INSERT INTO notifications_v3 (id, tguid, seq, webhook_id, operation, status, body, created_at)
+    SELECT id, tguid, seq, webhook_id, operation, status, body, created_at FROM notifications ORDER BY id;
+DROP TABLE notifications;
+ALTER TABLE notifications_v3 RENAME TO notifications;
+"#,
 ];
 
 /// Brings the schema up to date inside one transaction.
@@ -117,4 +141,49 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.pragma_update(None, "user_version", i + 1)?;
     }
     tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_3_keeps_every_notification_and_never_reuses_a_notification_id() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..2] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute_batch(
+            "INSERT INTO notifications (id, tguid, seq, webhook_id, operation, status, body, created_at)
+             VALUES (7, 't', 1, 'msg_a', 'ENROLL', 'ENROLLED', X'7B7D', 1),
+                    (9, 't', 2, 'msg_b', 'ENROLL', 'FAILED', X'7B7D', 2);
+             INSERT INTO endpoints (id, url, active, enabled, updated_at) VALUES ('e', 'http://x/', 1, 1, 0);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let kept: Vec<(i64, String)> = conn
+            .prepare("SELECT id, webhook_id FROM notifications ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(kept, [(7, "msg_a".to_owned()), (9, "msg_b".to_owned())]);
+        let (subscriptions, format): (Option<String>, String) = conn
+            .query_row("SELECT subscriptions, format FROM endpoints", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((subscriptions, format.as_str()), (None, "gbds"));
+        // Retention deleting the newest rows must not hand their ids out again.
+        conn.execute_batch("DELETE FROM notifications").unwrap();
+        conn.execute(
+            "INSERT INTO notifications (tguid, seq, webhook_id, operation, status, body, created_at)
+             VALUES ('u', 1, 'msg_c', 'SEARCH', 'MATCH', X'7B7D', 3)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(conn.last_insert_rowid(), 10);
+    }
 }

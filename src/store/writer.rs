@@ -8,10 +8,11 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::{
     admin, AdminDone, ApiEndpoint, Applied, ClaimBudget, Claimed, ClaimedDelivery, Command,
-    Completion, InputRequest, Registered, StoreOptions, TxSummary, WriteError,
+    Completion, ConfigEndpointOptions, InputRequest, Registered, StoreOptions, TxSummary,
+    WriteError,
 };
 use crate::clock::now_ms;
-use crate::domain::{self, Operation, State, Tguid};
+use crate::domain::{self, Operation, State, Subscriptions, Tguid};
 
 /// Most commands in one SQLite transaction; bounds the latency a batch adds to its first caller.
 const MAX_BATCH: usize = 1024;
@@ -78,20 +79,42 @@ impl Reply {
 struct Writer {
     conn: Connection,
     options: StoreOptions,
-    /// Ids of the endpoints every new notification is queued for (config and API ones).
-    fanout: Vec<String>,
+    /// The endpoints a new notification may be queued for (config and API ones), each with
+    /// what it subscribed to: it gets a delivery only when its subscriptions match.
+    fanout: Vec<(String, Subscriptions)>,
 }
 
-fn load_fanout(conn: &Connection) -> rusqlite::Result<Vec<String>> {
-    conn.prepare("SELECT id FROM endpoints WHERE active = 1 ORDER BY id")?
-        .query_map([], |r| r.get(0))?
+/// Reads the active endpoints and their subscriptions (a JSON list of patterns; NULL: all).
+fn load_fanout(conn: &Connection) -> rusqlite::Result<Vec<(String, Subscriptions)>> {
+    conn.prepare("SELECT id, subscriptions FROM endpoints WHERE active = 1 ORDER BY id")?
+        .query_map([], |r| {
+            let id: String = r.get(0)?;
+            let patterns: Option<String> = r.get(1)?;
+            Ok((id.clone(), stored_subscriptions(&id, patterns.as_deref())))
+        })?
         .collect()
+}
+
+/// Patterns were checked before they were stored; should one not parse now, the endpoint
+/// gets everything rather than silently missing notifications.
+pub(super) fn stored_subscriptions(endpoint: &str, json: Option<&str>) -> Subscriptions {
+    let Some(json) = json else {
+        return Subscriptions::All;
+    };
+    let parsed = serde_json::from_str::<Vec<String>>(json)
+        .map_err(|e| e.to_string())
+        .and_then(|list| Subscriptions::parse(&list).map_err(|(_, e)| e.to_string()));
+    parsed.unwrap_or_else(|why| {
+        tracing::error!(%endpoint, %why, "stored subscriptions are invalid; the endpoint receives every notification");
+        Subscriptions::All
+    })
 }
 
 /// Startup work on the write connection: record the configured endpoints, release leases.
 pub(super) fn prepare(
     conn: &mut Connection,
     endpoints: &[(String, String)],
+    options: &ConfigEndpointOptions,
 ) -> rusqlite::Result<Vec<ApiEndpoint>> {
     let now = now_ms();
     let tx = conn.transaction()?;
@@ -100,11 +123,20 @@ pub(super) fn prepare(
         [],
     )?;
     for (id, url) in endpoints {
+        let o = options.get(id);
+        let patterns = o
+            .and_then(|o| o.subscriptions.as_ref())
+            .map(|p| serde_json::to_string(p).expect("strings serialize"));
+        let format = o
+            .map(|o| o.format.as_str())
+            .filter(|f| !f.is_empty())
+            .unwrap_or("gbds");
         tx.execute(
-            "INSERT INTO endpoints (id, url, active, enabled, updated_at) VALUES (?1, ?2, 1, 1, ?3)
+            "INSERT INTO endpoints (id, url, active, enabled, updated_at, subscriptions, format) VALUES (?1, ?2, 1, 1, ?3, ?4, ?5)
              ON CONFLICT(id) DO UPDATE SET url = excluded.url, active = 1, source = 'config', secret = NULL,
-                                           updated_at = excluded.updated_at",
-            params![id, url, now],
+                                           updated_at = excluded.updated_at, subscriptions = excluded.subscriptions,
+                                           format = excluded.format",
+            params![id, url, now, patterns, format],
         )?;
     }
     // One process owns a database file: leases left by a previous (killed) process are void.
@@ -113,12 +145,15 @@ pub(super) fn prepare(
         params![now],
     )?;
     let api: Vec<ApiEndpoint> = tx
-        .prepare("SELECT id, url, secret FROM endpoints WHERE source = 'api' AND active = 1")?
+        .prepare(
+            "SELECT id, url, secret, format FROM endpoints WHERE source = 'api' AND active = 1",
+        )?
         .query_map([], |r| {
             Ok(ApiEndpoint {
                 id: r.get(0)?,
                 url: r.get(1)?,
                 secret: r.get(2)?,
+                format: r.get(3)?,
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -207,9 +242,8 @@ impl Writer {
 
     /// Runs one command inside a savepoint, so that a failure undoes only its own writes.
     fn execute(&mut self, command: Command, now: i64, replies: &mut Vec<Reply>) -> bool {
-        self.conn
-            .execute_batch("SAVEPOINT command")
-            .expect("savepoint inside a transaction");
+        // Prepared once and cached: these run twice per command, on the hot path.
+        self.savepoint("SAVEPOINT command");
         let (ok, woke) = match command {
             Command::Register {
                 tguid,
@@ -239,6 +273,7 @@ impl Writer {
                     && matches!(
                         op,
                         super::AdminOp::CreateEndpoint { .. }
+                            | super::AdminOp::UpdateEndpoint { .. }
                             | super::AdminOp::DeleteEndpoint { .. }
                     )
                 {
@@ -280,15 +315,23 @@ impl Writer {
                 (r.is_ok(), r.is_ok())
             }
         };
-        let end = if ok {
-            "RELEASE command"
-        } else {
-            "ROLLBACK TO command; RELEASE command"
-        };
-        self.conn
-            .execute_batch(end)
-            .expect("savepoint inside a transaction");
+        if !ok {
+            self.savepoint("ROLLBACK TO command");
+        }
+        self.savepoint("RELEASE command");
         woke
+    }
+
+    /// Runs a savepoint statement; inside the batch's transaction these cannot fail short of
+    /// a broken connection, which the batch's COMMIT then reports to every caller.
+    fn savepoint(&self, sql: &str) {
+        if let Err(e) = self
+            .conn
+            .prepare_cached(sql)
+            .and_then(|mut s| s.execute([]))
+        {
+            tracing::error!(error = %e, sql, "savepoint statement failed");
+        }
     }
 
     fn summary(&self, tguid: &str) -> Result<Option<(TxSummary, i64)>, WriteError> {
@@ -458,7 +501,11 @@ impl Writer {
                 )?
                 .execute(params![tguid, next_seq, webhook_id, notification.operation(), notification.status(), body, now])?;
             let notification_id = self.conn.last_insert_rowid();
-            for endpoint_id in &self.fanout {
+            let (operation, status) = (notification.operation(), notification.status());
+            for (endpoint_id, subscribed) in &self.fanout {
+                if !subscribed.matches(operation, status) {
+                    continue;
+                }
                 // Only the first pending notification of a (tguid, endpoint) may be sent.
                 self.conn
                     .prepare_cached(
@@ -502,7 +549,8 @@ impl Writer {
             .collect::<Result<_, _>>()?;
         let mut next_due: Option<i64> = None;
         let mut due = self.conn.prepare_cached(
-            "SELECT d.id, d.endpoint_id, d.tguid, d.seq, d.attempts, n.webhook_id, n.body
+            "SELECT d.id, d.endpoint_id, d.tguid, d.seq, d.attempts, n.webhook_id, n.body,
+                    n.operation, n.status, n.created_at
              FROM deliveries d INDEXED BY deliveries_due_by_endpoint
              JOIN notifications n ON n.id = d.notification_id
              WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.ready = 1 AND d.next_attempt_at <= ?2
@@ -531,6 +579,9 @@ impl Writer {
                         attempts: r.get(4)?,
                         webhook_id: r.get(5)?,
                         body: Arc::from(r.get::<_, Vec<u8>>(6)?),
+                        operation: r.get(7)?,
+                        status: r.get(8)?,
+                        created_at: r.get(9)?,
                     })
                 })?;
                 for row in rows {

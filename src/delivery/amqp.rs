@@ -1,0 +1,292 @@
+//! The RabbitMQ sink (seeds 000 and 001): an endpoint whose attempt publishes the exact
+//! CONTRACT §3 body to a durable topic exchange instead of POSTing it. Routing key
+//! `gbds.<operation>.<status>` in lower case, persistent messages, publisher confirms: an ack
+//! is a delivery, anything else a failed attempt retried by the outbox like an HTTP one.
+//! Consumers bind their own queues; this never declares one.
+
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use tokio::sync::Mutex;
+
+/// `[amqp] url` when not set: the local broker's default vhost with the guest account.
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// `[amqp] exchange` when not set.
+pub const DEFAULT_EXCHANGE: &str = "gbds.notifications";
+/// `[amqp] id` when not set: the endpoint id deliveries to the sink are recorded under.
+pub const DEFAULT_ID: &str = "rabbitmq";
+
+/// `gbds.<operation>.<status>` in lower case: `gbds.enroll.enrolled`, `gbds.treat_exception.ok`.
+pub fn routing_key(operation: &str, status: &str) -> String {
+    format!(
+        "gbds.{}.{}",
+        operation.to_ascii_lowercase(),
+        status.to_ascii_lowercase()
+    )
+}
+
+/// What a notification contributes to its message.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub webhook_id: &'a str,
+    pub tguid: &'a str,
+    pub operation: &'a str,
+    pub status: &'a str,
+    /// When the notification was recorded (Unix ms).
+    pub created_at: i64,
+    /// The exact CONTRACT §3 body.
+    pub body: &'a [u8],
+}
+
+/// The message properties: persistent, JSON, the webhook-id as `message_id` (consumers
+/// de-duplicate on it, as HTTP receivers do), the tguid as `correlation_id`.
+pub fn properties(m: &Message<'_>) -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_message_id(m.webhook_id.into())
+        .with_correlation_id(m.tguid.into())
+        .with_timestamp((m.created_at / 1000).max(0) as u64)
+        .with_app_id("gbds-notifier".into())
+}
+
+/// The URL with its password replaced by `***`, for logs, errors and the endpoints list.
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<not a URL>".to_owned(),
+    }
+}
+
+/// Checks a configured broker URL: `amqp://` or `amqps://` that the client can parse.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
+        return Err(format!(
+            "{:?} must be an amqp:// or amqps:// URL",
+            redact_url(url)
+        ));
+    }
+    match url.parse::<lapin::uri::AMQPUri>() {
+        Ok(_) => Ok(()),
+        Err(why) => Err(format!(
+            "{:?} is not an AMQP URL: {}",
+            redact_url(url),
+            why.replace(url, "<url>")
+        )),
+    }
+}
+
+/// An open channel in confirm mode on the declared exchange, and which connection it is.
+struct Link {
+    /// Kept so the connection lives as long as the channel; dropping it closes it.
+    _connection: Connection,
+    channel: Channel,
+    generation: u64,
+}
+
+/// One broker connection, opened on the first attempt and again after it failed.
+pub struct AmqpSink {
+    url: String,
+    exchange: String,
+    connect_timeout: Duration,
+    /// Bounds a publish and its confirm together, like an HTTP request timeout.
+    publish_timeout: Duration,
+    link: Mutex<Option<Link>>,
+    /// Counts connections, so that a failure seen on an old one does not drop a new one.
+    generations: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for AmqpSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpSink")
+            .field("url", &redact_url(&self.url))
+            .field("exchange", &self.exchange)
+            .finish()
+    }
+}
+
+impl AmqpSink {
+    /// No connection is made here: the first attempt connects (lazily, so a broker that is
+    /// down at start only delays deliveries, as an unreachable HTTP endpoint does).
+    pub fn new(
+        url: &str,
+        exchange: &str,
+        connect_timeout: Duration,
+        publish_timeout: Duration,
+    ) -> Self {
+        AmqpSink {
+            url: url.to_owned(),
+            exchange: exchange.to_owned(),
+            connect_timeout,
+            publish_timeout,
+            link: Mutex::new(None),
+            generations: Default::default(),
+        }
+    }
+
+    /// The open channel, connecting (and declaring the exchange) if there is none.
+    async fn channel(&self) -> Result<(Channel, u64), String> {
+        let mut link = self.link.lock().await;
+        if let Some(l) = link.as_ref() {
+            if l.channel.status().connected() {
+                return Ok((l.channel.clone(), l.generation));
+            }
+        }
+        *link = None;
+        let opened = tokio::time::timeout(self.connect_timeout, self.connect())
+            .await
+            .map_err(|_| {
+                format!(
+                    "connection failed: no answer from {} within {:?}",
+                    redact_url(&self.url),
+                    self.connect_timeout
+                )
+            })?
+            .map_err(|e| format!("connection failed: {e}"))?;
+        let generation = self
+            .generations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        let channel = opened.1.clone();
+        *link = Some(Link {
+            _connection: opened.0,
+            channel: opened.1,
+            generation,
+        });
+        tracing::info!(url = %redact_url(&self.url), exchange = %self.exchange, "connected to the AMQP broker");
+        Ok((channel, generation))
+    }
+
+    async fn connect(&self) -> lapin::Result<(Connection, Channel)> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(concat!("gbds-notifier/", env!("CARGO_PKG_VERSION")).into());
+        let connection = Connection::connect(&self.url, properties).await?;
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        channel
+            .exchange_declare(
+                self.exchange.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((connection, channel))
+    }
+
+    /// Forgets the connection of `generation` so the next attempt opens a new one.
+    async fn drop_link(&self, generation: u64) {
+        let mut link = self.link.lock().await;
+        if link.as_ref().is_some_and(|l| l.generation == generation) {
+            *link = None;
+        }
+    }
+
+    /// Publishes one notification and waits for the broker's confirm. `Ok` only on an ack;
+    /// the error says what happened, for the delivery's `last_error`.
+    pub async fn publish(&self, m: &Message<'_>) -> Result<(), String> {
+        let (channel, generation) = self.channel().await?;
+        let key = routing_key(m.operation, m.status);
+        let sent = tokio::time::timeout(self.publish_timeout, async {
+            channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    m.body,
+                    properties(m),
+                )
+                .await?
+                .await
+        })
+        .await;
+        match sent {
+            Ok(Ok(Confirmation::Ack(_))) => Ok(()),
+            Ok(Ok(Confirmation::Nack(_))) => Err("the broker refused the message (nack)".into()),
+            Ok(Ok(Confirmation::NotRequested)) => {
+                // The channel lost confirm mode; open a new one rather than publish blind.
+                self.drop_link(generation).await;
+                Err("the channel is not in confirm mode".into())
+            }
+            Ok(Err(e)) => {
+                self.drop_link(generation).await;
+                Err(format!("publish failed: {e}"))
+            }
+            Err(_) => {
+                self.drop_link(generation).await;
+                Err(format!(
+                    "timed out: no confirm within {:?}",
+                    self.publish_timeout
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_routing_key_is_the_lower_case_operation_and_status_under_gbds() {
+        assert_eq!(routing_key("ENROLL", "ENROLLED"), "gbds.enroll.enrolled");
+        assert_eq!(
+            routing_key("TREAT_EXCEPTION", "OK"),
+            "gbds.treat_exception.ok"
+        );
+        assert_eq!(
+            routing_key("ENROLL", "REVERSE_LATENT_MATCH"),
+            "gbds.enroll.reverse_latent_match"
+        );
+    }
+
+    #[test]
+    fn messages_are_persistent_json_with_the_webhook_id_and_the_tguid() {
+        let p = properties(&Message {
+            webhook_id: "msg_1",
+            tguid: "tg-1",
+            operation: "ENROLL",
+            status: "ENROLLED",
+            created_at: 1_614_265_330_123,
+            body: b"{}",
+        });
+        assert_eq!(*p.delivery_mode(), Some(2));
+        assert_eq!(p.message_id().as_ref().map(|s| s.as_str()), Some("msg_1"));
+        assert_eq!(
+            p.correlation_id().as_ref().map(|s| s.as_str()),
+            Some("tg-1")
+        );
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        assert_eq!(*p.timestamp(), Some(1_614_265_330));
+    }
+
+    #[test]
+    fn urls_are_checked_and_their_passwords_never_shown() {
+        assert!(check_url(DEFAULT_URL).is_ok());
+        assert!(check_url("amqps://user:pw@broker.example:5671/prod").is_ok());
+        let e = check_url("http://user:s3cret@host/").unwrap_err();
+        assert!(e.contains("amqp://"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        assert!(check_url("not a url").is_err());
+        assert_eq!(
+            redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
+    }
+}

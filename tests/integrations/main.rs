@@ -1,0 +1,19 @@
+//! Integration tests of issue 6, one binary: what integrators plug into, through the real REST
+//! API of a service running in-process.
+//!
+//! - `harness`: the service, recording receivers, a REST client, the document scenarios, and
+//!   RabbitMQ helpers (a test queue bound as a consumer would, a proxy the test can cut).
+//! - `subscriptions`: an endpoint receives only what its patterns match, in order.
+//! - `feed`: `GET /v1/notifications` replays every notification once, in commit order.
+//! - `cloudevents`: structured CloudEvents whose `data` is the exact body, signed as sent.
+//! - `rabbitmq`: the AMQP sink: routing keys, properties, order, and nothing lost while the
+//!   broker is unreachable; its dead letters are recovered like an HTTP endpoint's.
+//! - `scenarios`: every document scenario through the AMQP sink and a CloudEvents endpoint at
+//!   once, checked exactly and snapshotted (`snapshots/`) for a person to review.
+
+mod cloudevents;
+mod feed;
+mod harness;
+mod rabbitmq;
+mod scenarios;
+mod subscriptions;
