@@ -135,6 +135,42 @@ fn sample_rss(
     })
 }
 
+/// The receiver's port must be outside the ephemeral range: while it is down, the service's
+/// many refused connects could otherwise pick it as their own source port and connect to
+/// themselves (TCP simultaneous open), keeping it busy when the receiver comes back.
+async fn black_hole_below_ephemeral_ports() -> anyhow::Result<BlackHole> {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    for _ in 0..200 {
+        let port = fastrand::u16(10_000..low.max(10_001));
+        if let Ok(h) = BlackHole::start(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await {
+            return Ok(h);
+        }
+    }
+    anyhow::bail!("no free port below the ephemeral range for the receiver")
+}
+
+/// Starts the receiver on the address the black hole had, retrying while the port is
+/// still held by closing sockets.
+async fn bind_again(addr: std::net::SocketAddr) -> anyhow::Result<Receiver> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Receiver::start(addr).await {
+            Ok(r) => return Ok(r),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "the receiver cannot listen on {addr} again: {e}"
+                ))
+            }
+        }
+    }
+}
+
 /// Transactions of the mix needed for at least `notifications` notifications.
 fn transactions_for(notifications: u64) -> u64 {
     let (_, per20) = mix::totals(0, 20);
@@ -153,7 +189,7 @@ pub async fn run(
     notifications: u64,
 ) -> anyhow::Result<BacklogReport> {
     let transactions = transactions_for(notifications);
-    let hole = BlackHole::start("127.0.0.1:0".parse()?).await?;
+    let hole = black_hole_below_ephemeral_ports().await?;
     let receiver_addr = hole.addr;
     let schedule = format!(
         "[{}]",
@@ -252,7 +288,7 @@ pub async fn run(
     first.stop().await?;
     report.stop_seconds = stopping.elapsed().as_secs_f64();
     report.database_bytes = stats::database_bytes(&config.db);
-    drop(hole);
+    hole.close().await;
     eprintln!(
         "backlog: {} notifications stored ({:.0} MB); restarting the service",
         report.accumulated,
@@ -266,7 +302,7 @@ pub async fn run(
     let cpu_before = stats::process_cpu_s(pid);
 
     // 4. The receiver comes back: drain.
-    let receiver = Receiver::start(receiver_addr).await?;
+    let receiver = bind_again(receiver_addr).await?;
     let back = now_ns();
     let stop_sampling = Arc::new(AtomicBool::new(false));
     let sampler = sample_rss(pid, Duration::from_secs(2), stop_sampling.clone());

@@ -251,7 +251,8 @@ async fn handle(
 /// the service's attempts end in its request timeout instead of spinning on refusals.
 pub struct BlackHole {
     pub addr: SocketAddr,
-    _stop: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl BlackHole {
@@ -259,7 +260,7 @@ impl BlackHole {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let (stop, mut stopped) = watch::channel(false);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut held = Vec::new();
             loop {
                 tokio::select! {
@@ -268,7 +269,14 @@ impl BlackHole {
                 }
             }
         });
-        Ok(BlackHole { addr, _stop: stop })
+        Ok(BlackHole { addr, stop, task })
+    }
+
+    /// Closes the listener and every held connection, and waits until they are closed, so
+    /// that the port can be bound again at once.
+    pub async fn close(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
     }
 }
 

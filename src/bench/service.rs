@@ -61,7 +61,7 @@ pub enum Service {
     Child {
         base: String,
         db: PathBuf,
-        child: std::process::Child,
+        child: ChildGuard,
     },
     External {
         base: String,
@@ -146,7 +146,7 @@ impl Service {
         let service = Service::Child {
             base: format!("http://{addr}"),
             db: config.db.clone(),
-            child,
+            child: ChildGuard(Some(child)),
         };
         wait_healthy(client, service.base(), Duration::from_secs(120)).await?;
         Ok((service, started.elapsed()))
@@ -164,7 +164,7 @@ impl Service {
     pub fn pid(&self) -> Option<u32> {
         match self {
             Service::InProcess { .. } => Some(std::process::id()),
-            Service::Child { child, .. } => Some(child.id()),
+            Service::Child { child, .. } => child.0.as_ref().map(|c| c.id()),
             Service::External { pid, .. } => *pid,
         }
     }
@@ -199,6 +199,9 @@ impl Service {
                 Ok(())
             }
             Service::Child { mut child, .. } => {
+                let Some(mut child) = child.0.take() else {
+                    return Ok(());
+                };
                 let _ = std::process::Command::new("kill")
                     .args(["-TERM", &child.id().to_string()])
                     .status();
@@ -221,6 +224,19 @@ impl Service {
                 .await?
             }
             Service::External { .. } => Ok(()),
+        }
+    }
+}
+
+/// A child process that is killed if the benchmark ends without stopping it (an error, a
+/// panic), so that no service is left running.
+pub struct ChildGuard(Option<std::process::Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
