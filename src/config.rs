@@ -389,16 +389,17 @@ pub struct EndpointSettings {
 
 impl EndpointSettings {
     /// An endpoint created through the API: checked by the same rules as the config file's.
-    pub fn runtime(id: &str, url: &str, secret: Option<String>) -> Result<Self, String> {
+    pub fn runtime(id: &str, url: &str, secret: Option<Secret>) -> Result<Self, String> {
         check_endpoint_id(id)?;
         let url = check_endpoint_url(url)?;
         if let Some(s) = &secret {
-            crate::delivery::signing::check_secret(s).map_err(|why| format!("secret: {why}"))?;
+            crate::delivery::signing::check_secret(s.expose())
+                .map_err(|why| format!("secret: {why}"))?;
         }
         Ok(EndpointSettings {
             id: id.to_owned(),
             url,
-            secrets: secret.into_iter().map(Secret::new).collect(),
+            secrets: secret.into_iter().collect(),
             auth: None,
             subscriptions: crate::domain::Subscriptions::All,
             format: crate::delivery::cloudevents::Format::Gbds,

@@ -37,17 +37,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Refuses to expose an API that has no tokens anywhere but on loopback.
 pub fn check_exposure(settings: &Settings) -> anyhow::Result<()> {
-    if settings.api.tokens.is_empty() {
-        if !settings.listen.ip().is_loopback() {
-            anyhow::bail!(
-                "config: api.tokens is empty, so the API would be open to anyone on {}; \
-                 configure [api] tokens or listen on a loopback address",
-                settings.listen
-            );
-        }
-        tracing::warn!(
-            listen = %settings.listen,
-            "NO API TOKENS CONFIGURED: the REST API is open to every local process; set [api] tokens"
+    if settings.api.tokens.is_empty() && !settings.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "config: api.tokens is empty, so the API would be open to anyone on {}; \
+             configure [api] tokens or listen on a loopback address",
+            settings.listen
         );
     }
     Ok(())
@@ -61,6 +55,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     check_exposure(&settings)?;
+    if settings.api.tokens.is_empty() {
+        tracing::warn!(
+            listen = %settings.listen,
+            "NO API TOKENS CONFIGURED: the REST API is open to every local process; set [api] tokens"
+        );
+    }
     let mut options = StoreOptions {
         synchronous_full: settings.store.synchronous_full,
         update_label: settings.update_label,

@@ -14,7 +14,7 @@ use super::error::ApiError;
 use super::request::{parse_json, read_body};
 use super::AppState;
 use crate::clock::rfc3339;
-use crate::config::{EndpointSettings, Role};
+use crate::config::{EndpointSettings, Role, Secret};
 use crate::delivery::cloudevents::Format;
 use crate::domain::{Subscriptions, Tguid};
 use crate::store::{AdminOp, DeliveryFilter, DeliveryRow, EndpointRow};
@@ -324,7 +324,7 @@ async fn endpoint_by_id(app: &AppState, id: &str) -> Result<EndpointOut, ApiErro
 struct CreateEndpoint {
     id: String,
     url: String,
-    secret: Option<String>,
+    secret: Option<Secret>,
     /// `<OPERATION>.<STATUS>` patterns; absent: every notification.
     subscriptions: Option<Vec<String>>,
     /// "gbds" (default) or "cloudevents".
@@ -379,8 +379,8 @@ async fn create_endpoint(
 struct UpdateEndpoint {
     url: Option<String>,
     /// A new secret, or null to stop signing.
-    #[serde(default, with = "serde_with_double_option")]
-    secret: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    secret: Option<Option<Secret>>,
     enabled: Option<bool>,
     /// New patterns, or null to receive every notification again.
     #[serde(default, deserialize_with = "present")]
@@ -397,17 +397,6 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// Tells `"secret": null` (remove) apart from no `secret` key (keep).
-mod serde_with_double_option {
-    use serde::{Deserialize, Deserializer};
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Option<String>>, D::Error> {
-        Option::<String>::deserialize(d).map(Some)
-    }
-}
-
 async fn update_endpoint(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -420,7 +409,7 @@ async fn update_endpoint(
         EndpointSettings::runtime(&id, url, None).map_err(ApiError::invalid)?;
     }
     if let Some(Some(secret)) = &req.secret {
-        crate::delivery::signing::check_secret(secret)
+        crate::delivery::signing::check_secret(secret.expose())
             .map_err(|why| ApiError::invalid(format!("secret: {why}")))?;
     }
     let subscriptions = match &req.subscriptions {

@@ -5,6 +5,8 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use crate::config::Secret;
+
 use super::{AdminDone, AdminOp, WriteError};
 
 pub(super) fn run(conn: &Connection, op: &AdminOp, now: i64) -> Result<AdminDone, WriteError> {
@@ -21,7 +23,7 @@ pub(super) fn run(conn: &Connection, op: &AdminOp, now: i64) -> Result<AdminDone
             subscriptions,
             format,
         } => {
-            let done = create_endpoint(conn, id, url, secret.as_deref(), now)?;
+            let done = create_endpoint(conn, id, url, secret.as_ref().map(Secret::expose), now)?;
             endpoint_options(conn, id, Some(subscriptions.as_deref()), Some(format), now)?;
             Ok(done)
         }
@@ -46,7 +48,7 @@ pub(super) fn run(conn: &Connection, op: &AdminOp, now: i64) -> Result<AdminDone
                 conn,
                 id,
                 url.as_deref(),
-                secret.as_ref().map(|s| s.as_deref()),
+                secret.as_ref().map(|s| s.as_ref().map(Secret::expose)),
                 *enabled,
                 now,
             )
@@ -240,9 +242,11 @@ fn endpoint_options(
     Ok(())
 }
 
-fn endpoint_row(conn: &Connection, id: &str) -> rusqlite::Result<Option<(String, Option<String>)>> {
+fn endpoint_row(conn: &Connection, id: &str) -> rusqlite::Result<Option<(String, Option<Secret>)>> {
     conn.prepare_cached("SELECT url, secret FROM endpoints WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([id], |r| {
+            Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.map(Secret::new)))
+        })
         .optional()
 }
 
@@ -264,7 +268,7 @@ fn create_endpoint(
     .execute(params![id, url, now, secret])?;
     Ok(AdminDone {
         affected: 1,
-        endpoint: Some((url.to_owned(), secret.map(str::to_owned))),
+        endpoint: Some((url.to_owned(), secret.map(Secret::new))),
     })
 }
 

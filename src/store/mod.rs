@@ -13,6 +13,7 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::config::Secret;
 use crate::domain::{Input, Operation, Refusal, State, Tguid};
 
 pub use reader::{
@@ -165,7 +166,7 @@ pub enum AdminOp {
     CreateEndpoint {
         id: String,
         url: String,
-        secret: Option<String>,
+        secret: Option<Secret>,
         /// Checked patterns; `None`: every notification.
         subscriptions: Option<Vec<String>>,
         /// "gbds" or "cloudevents".
@@ -175,7 +176,7 @@ pub enum AdminOp {
     UpdateEndpoint {
         id: String,
         url: Option<String>,
-        secret: Option<Option<String>>,
+        secret: Option<Option<Secret>>,
         enabled: Option<bool>,
         /// `Some(None)` subscribes it to everything again.
         subscriptions: Option<Option<Vec<String>>>,
@@ -201,7 +202,7 @@ pub struct AdminDone {
     /// Rows (deliveries, transactions, endpoints) it changed.
     pub affected: usize,
     /// For an API-managed endpoint that was created or changed: its url and secret now.
-    pub endpoint: Option<(String, Option<String>)>,
+    pub endpoint: Option<(String, Option<Secret>)>,
 }
 
 pub(crate) enum Command {
@@ -263,7 +264,7 @@ pub type ConfigEndpointOptions = std::collections::HashMap<String, EndpointOptio
 pub struct ApiEndpoint {
     pub id: String,
     pub url: String,
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
     /// "gbds" or "cloudevents".
     pub format: String,
 }

@@ -152,7 +152,9 @@ pub(super) fn prepare(
             Ok(ApiEndpoint {
                 id: r.get(0)?,
                 url: r.get(1)?,
-                secret: r.get(2)?,
+                secret: r
+                    .get::<_, Option<String>>(2)?
+                    .map(crate::config::Secret::new),
                 format: r.get(3)?,
             })
         })?
@@ -455,7 +457,17 @@ impl Writer {
                         notifications: 0,
                     });
                 }
-                Some(_) => return Err(WriteError::EventIdReused(event_id.clone())),
+                Some(_) => {
+                    // Contract §4 lists invalid_transition before event_id_reused: when the
+                    // new body would be refused anyway, that refusal is the answer.
+                    domain::step(
+                        summary.operation,
+                        summary.state,
+                        &request.input,
+                        self.options.update_label,
+                    )?;
+                    return Err(WriteError::EventIdReused(event_id.clone()));
+                }
                 None => {}
             }
         }

@@ -618,6 +618,27 @@ async fn reusing_an_event_id_with_another_body_is_409_event_id_reused() {
 }
 
 #[tokio::test]
+async fn a_reused_event_id_whose_new_body_is_not_allowed_now_is_409_invalid_transition() {
+    // Contract §4: when several refusals apply, invalid_transition comes before event_id_reused.
+    let app = spawn_app("").await;
+    drive(&app, "tg-1", "ENROLL", &[]).await;
+    app.api
+        .event("tg-1", json!({"type": "ENROLLED", "event_id": "ev-1"}))
+        .await
+        .ok(200);
+    refused!(
+        app,
+        app.api
+            .event("tg-1", json!({"type": "FAILED", "event_id": "ev-1"})),
+        409,
+        "invalid_transition"
+    );
+    app.receiver
+        .expect_exactly(&[status_body("ENROLL", "tg-1", "ENROLLED")])
+        .await;
+}
+
+#[tokio::test]
 async fn repeating_an_event_id_with_the_same_body_is_a_200_no_op_even_after_the_state_moved_on() {
     let app = spawn_app("").await;
     drive(&app, "tg-1", "UPDATE", &[]).await;
