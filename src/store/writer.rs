@@ -184,12 +184,7 @@ pub(super) fn spawn(
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while let Some(first) = commands.blocking_recv() {
                 batch.push(first);
-                while batch.len() < MAX_BATCH {
-                    match commands.try_recv() {
-                        Ok(c) => batch.push(c),
-                        Err(_) => break,
-                    }
-                }
+                drain(&mut commands, &mut batch);
                 let stop = batch.iter().any(|c| matches!(c, Command::Shutdown));
                 let woke = writer.run_batch(&mut batch);
                 if woke {
@@ -201,6 +196,16 @@ pub(super) fn spawn(
             }
             tracing::debug!("store writer stopped");
         })
+}
+
+/// Moves what is queued into the batch, up to `MAX_BATCH`.
+fn drain(commands: &mut mpsc::Receiver<Command>, batch: &mut Vec<Command>) {
+    while batch.len() < MAX_BATCH {
+        match commands.try_recv() {
+            Ok(c) => batch.push(c),
+            Err(_) => break,
+        }
+    }
 }
 
 impl Writer {
@@ -216,6 +221,7 @@ impl Writer {
             return false;
         }
         let now = now_ms();
+        tracing::trace!(commands = batch.len(), "write batch");
         for command in batch.drain(..) {
             woke |= self.execute(command, now, &mut replies);
         }
