@@ -76,7 +76,7 @@ impl Kind {
         let round = i / 20;
         match PATTERN[(i % 20) as usize] {
             b'E' => Kind::Enroll,
-            b'S' if (round + i) % 2 == 0 => Kind::SearchMatch,
+            b'S' if (round + i).is_multiple_of(2) => Kind::SearchMatch,
             b'S' => Kind::SearchNoMatch,
             b'U' => Kind::Update,
             _ => Kind::Exception(Treatment::ALL[((round * 2 + i % 20 / 10) % 4) as usize]),
