@@ -421,6 +421,9 @@ async fn measure(
         if let Some(observer) = &observer {
             eprintln!("run {run}: gbds-notifier");
             runs.push(service_run(ctx, observer, run).await?);
+            if let Observer::Local(r) = observer {
+                r.shared.forget();
+            }
         }
     }
     Ok((runs, None))

@@ -140,6 +140,14 @@ impl Shared {
         }
     }
 
+    /// Drops the per-transaction records and seen ids (the counters stay), so that a long
+    /// invocation's receiver does not grow from run to run.
+    pub fn forget(&self) {
+        let mut inner = self.inner.lock().expect("receiver state");
+        inner.txs = HashMap::new();
+        inner.ids = HashSet::new();
+    }
+
     /// Counters, and the records of tguids starting with `prefix` (none if `prefix` is None).
     pub fn snapshot(&self, prefix: Option<&str>) -> Snapshot {
         let inner = self.inner.lock().expect("receiver state");
