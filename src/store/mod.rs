@@ -298,6 +298,9 @@ fn open(path: &Path, synchronous_full: bool) -> rusqlite::Result<Connection> {
     // Queues are keyed by tguid, so each commit touches index pages all over the file: keep
     // them in memory (64 MiB) rather than re-reading them from the OS on every batch.
     conn.pragma_update(None, "cache_size", -65536)?;
+    // Each command runs in a SAVEPOINT whose sub-journal would otherwise spill to temporary
+    // files; keep it (and other temporary structures) in memory.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
 

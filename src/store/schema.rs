@@ -121,6 +121,11 @@ INSERT INTO notifications_v3 (id, tguid, seq, webhook_id, operation, status, bod
 DROP TABLE notifications;
 ALTER TABLE notifications_v3 RENAME TO notifications;
 "#,
+    r#"
+-- UNIQUE (notification_id, endpoint_id) already serves lookups by notification; one index
+-- less to write on every delivery row.
+DROP INDEX IF EXISTS deliveries_by_notification;
+"#,
 ];
 
 /// Brings the schema up to date inside one transaction.
