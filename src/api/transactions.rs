@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
+use super::operator::DeliveryOut;
 use super::request::{parse_json, read_body};
 use super::AppState;
 use crate::clock::rfc3339;
@@ -105,19 +106,6 @@ struct TransitionOut {
 }
 
 #[derive(Serialize)]
-struct DeliveryOut {
-    id: i64,
-    endpoint: String,
-    status: String,
-    attempts: i64,
-    next_attempt_at: Option<String>,
-    last_attempt_at: Option<String>,
-    last_status: Option<i64>,
-    last_error: Option<String>,
-    delivered_at: Option<String>,
-}
-
-#[derive(Serialize)]
 struct NotificationOut {
     seq: i64,
     webhook_id: String,
@@ -142,7 +130,6 @@ struct PageOut {
 }
 
 fn detail_out(d: TransactionDetail) -> Result<DetailOut, ApiError> {
-    let ts = |t: Option<i64>| t.map(rfc3339);
     let mut notifications = Vec::with_capacity(d.notifications.len());
     for n in d.notifications {
         let text = String::from_utf8(n.body).map_err(ApiError::internal)?;
@@ -151,21 +138,7 @@ fn detail_out(d: TransactionDetail) -> Result<DetailOut, ApiError> {
             webhook_id: n.webhook_id,
             body: RawValue::from_string(text).map_err(ApiError::internal)?,
             created_at: rfc3339(n.created_at),
-            deliveries: n
-                .deliveries
-                .into_iter()
-                .map(|x| DeliveryOut {
-                    id: x.id,
-                    endpoint: x.endpoint_id,
-                    status: x.status,
-                    attempts: x.attempts,
-                    next_attempt_at: ts(x.next_attempt_at),
-                    last_attempt_at: ts(x.last_attempt_at),
-                    last_status: x.last_status,
-                    last_error: x.last_error,
-                    delivered_at: ts(x.delivered_at),
-                })
-                .collect(),
+            deliveries: n.deliveries.into_iter().map(DeliveryOut::from).collect(),
         });
     }
     Ok(DetailOut {

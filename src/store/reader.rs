@@ -138,6 +138,24 @@ impl Readers {
     }
 }
 
+/// A delivery from the columns id, endpoint_id, status, attempts, next_attempt_at,
+/// last_attempt_at, last_status, last_error, delivered_at (in that order, from column 0).
+fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
+    let status: String = r.get(2)?;
+    Ok(DeliveryRow {
+        id: r.get(0)?,
+        endpoint_id: r.get(1)?,
+        // Only a pending delivery has a next attempt; a lease end is not one to show.
+        next_attempt_at: if status == "pending" { r.get(4)? } else { None },
+        status,
+        attempts: r.get(3)?,
+        last_attempt_at: r.get(5)?,
+        last_status: r.get(6)?,
+        last_error: r.get(7)?,
+        delivered_at: r.get(8)?,
+    })
+}
+
 fn transaction(c: &Connection, tguid: &str) -> rusqlite::Result<Option<TransactionDetail>> {
     let Some(summary) = c
         .prepare_cached("SELECT tguid, operation, state, created_at, updated_at FROM transactions WHERE tguid = ?1")?
@@ -183,20 +201,7 @@ fn transaction(c: &Connection, tguid: &str) -> rusqlite::Result<Option<Transacti
     )?;
     for (id, n) in &mut notifications {
         n.deliveries = deliveries
-            .query_map(params![*id], |r| {
-                let status: String = r.get(2)?;
-                Ok(DeliveryRow {
-                    id: r.get(0)?,
-                    endpoint_id: r.get(1)?,
-                    next_attempt_at: if status == "pending" { r.get(4)? } else { None },
-                    status,
-                    attempts: r.get(3)?,
-                    last_attempt_at: r.get(5)?,
-                    last_status: r.get(6)?,
-                    last_error: r.get(7)?,
-                    delivered_at: r.get(8)?,
-                })
-            })?
+            .query_map(params![*id], delivery_from_row)?
             .collect::<Result<Vec<_>, _>>()?;
     }
     Ok(Some(TransactionDetail {
@@ -317,22 +322,11 @@ impl Readers {
                         filter.limit as i64 + 1
                     ],
                     |r| {
-                        let status: String = r.get(2)?;
                         Ok(DeliveryListRow {
                             tguid: r.get(9)?,
                             seq: r.get(10)?,
                             webhook_id: r.get(11)?,
-                            delivery: DeliveryRow {
-                                id: r.get(0)?,
-                                endpoint_id: r.get(1)?,
-                                next_attempt_at: if status == "pending" { r.get(4)? } else { None },
-                                status,
-                                attempts: r.get(3)?,
-                                last_attempt_at: r.get(5)?,
-                                last_status: r.get(6)?,
-                                last_error: r.get(7)?,
-                                delivered_at: r.get(8)?,
-                            },
+                            delivery: delivery_from_row(r)?,
                         })
                     },
                 )?
