@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
+use super::request::{page_cursor, page_limit, query_keys};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::config::Role;
@@ -25,9 +26,6 @@ pub fn router() -> Router<AppState> {
 
 /// Any role may read the feed.
 const READERS: &[Role] = &[Role::Ingest, Role::Review];
-
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
 
 #[derive(Serialize)]
 struct Item {
@@ -53,32 +51,9 @@ struct Page {
 /// The parameters, checked: unknown keys, bad numbers and unknown values are 422s.
 fn filter(query: &HashMap<String, String>) -> Result<FeedFilter, ApiError> {
     const KEYS: &[&str] = &["after", "limit", "tguid", "operation", "status"];
-    if let Some(k) = query.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(ApiError::invalid(format!(
-            "unknown query parameter {k:?} (use {})",
-            KEYS.join(", ")
-        )));
-    }
-    let after = match query.get("after") {
-        None => 0,
-        Some(s) => s.parse::<i64>().ok().filter(|c| *c >= 0).ok_or_else(|| {
-            ApiError::invalid(format!(
-                "after {s:?} is not a cursor this service gave out (use 0 for the beginning)"
-            ))
-        })?,
-    };
-    let limit = match query.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "limit {s:?} must be a whole number from 1 to {MAX_LIMIT}"
-                ))
-            })?,
-    };
+    query_keys(query, KEYS)?;
+    let after = page_cursor(query, "after")?;
+    let limit = page_limit(query)?;
     let tguid = match query.get("tguid") {
         None => None,
         Some(t) => Some(Tguid::parse(t)?.to_string()),

@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::request::{parse_json, read_body};
+use super::request::{page_cursor, page_limit, parse_json, query_keys, read_body};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::config::{EndpointSettings, Role, Secret};
@@ -82,39 +82,6 @@ struct DeliveryPage {
     next_cursor: Option<String>,
 }
 
-fn query_keys(query: &HashMap<String, String>, allowed: &[&str]) -> Result<(), ApiError> {
-    match query.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::invalid(format!(
-            "unknown query parameter {k:?} (use {})",
-            allowed.join(", ")
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn limit_and_cursor(query: &HashMap<String, String>) -> Result<(usize, i64), ApiError> {
-    let limit = match query.get("limit") {
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=1000).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid(
-                    "limit must be a whole number from 1 to 1000",
-                ))
-            }
-        },
-        None => 100,
-    };
-    let cursor = match query.get("cursor") {
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|c| *c >= 0)
-            .ok_or_else(|| ApiError::invalid("cursor is not one this service gave out"))?,
-        None => 0,
-    };
-    Ok((limit, cursor))
-}
-
 async fn list_deliveries(
     State(app): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
@@ -130,7 +97,7 @@ async fn list_deliveries(
             )));
         }
     }
-    let (limit, cursor) = limit_and_cursor(&query)?;
+    let (limit, cursor) = (page_limit(&query)?, page_cursor(&query, "cursor")?);
     let filter = DeliveryFilter {
         status,
         endpoint_id: query.get("endpoint").cloned(),

@@ -117,6 +117,55 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::invalid(format!("the body does not fit this call: {e}")))
 }
 
+/// Default and largest page of every paged list (review queues, deliveries, the feed).
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1000;
+
+/// Refuses query parameters a route does not take (422), naming the ones it does.
+pub fn query_keys(
+    query: &std::collections::HashMap<String, String>,
+    allowed: &[&str],
+) -> Result<(), ApiError> {
+    match query.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::invalid(format!(
+            "unknown query parameter {k:?} (use {})",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `limit`: 1 to `MAX_LIMIT`, `DEFAULT_LIMIT` when absent.
+pub fn page_limit(query: &std::collections::HashMap<String, String>) -> Result<usize, ApiError> {
+    match query.get("limit") {
+        None => Ok(DEFAULT_LIMIT),
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "limit {s:?} must be a whole number from 1 to {MAX_LIMIT}"
+                ))
+            }),
+    }
+}
+
+/// A cursor parameter (`key`): a non-negative number this service gave out, 0 when absent.
+pub fn page_cursor(
+    query: &std::collections::HashMap<String, String>,
+    key: &str,
+) -> Result<i64, ApiError> {
+    match query.get(key) {
+        None => Ok(0),
+        Some(s) => s.parse::<i64>().ok().filter(|c| *c >= 0).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{key} {s:?} is not a cursor this service gave out (use 0 for the beginning)"
+            ))
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

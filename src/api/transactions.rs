@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 
 use super::error::ApiError;
 use super::operator::DeliveryOut;
-use super::request::{parse_json, read_body};
+use super::request::{page_cursor, page_limit, parse_json, query_keys, read_body};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::config::Role;
@@ -352,24 +352,13 @@ async fn show(
     }
 }
 
-/// Default and largest page of the review queues.
-const DEFAULT_LIMIT: usize = 100;
-const MAX_LIMIT: usize = 1000;
-
 async fn list(
     State(app): State<AppState>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Json<PageOut>, ApiError> {
     app.auth.check(&headers, ANY_ROLE)?;
-    if let Some(k) = query
-        .keys()
-        .find(|k| !["state", "operation", "limit", "cursor"].contains(&k.as_str()))
-    {
-        return Err(ApiError::invalid(format!(
-            "unknown query parameter {k:?} (use state, operation, limit, cursor)"
-        )));
-    }
+    query_keys(&query, &["state", "operation", "limit", "cursor"])?;
     let state = match query.get("state") {
         Some(s) => Some(parse_enum(
             "state",
@@ -388,25 +377,8 @@ async fn list(
         )?),
         None => None,
     };
-    let limit = match query.get("limit") {
-        Some(s) => match s.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::invalid(format!(
-                    "limit must be a whole number from 1 to {MAX_LIMIT}"
-                )))
-            }
-        },
-        None => DEFAULT_LIMIT,
-    };
-    let cursor = match query.get("cursor") {
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|c| *c >= 0)
-            .ok_or_else(|| ApiError::invalid("cursor is not one this service gave out"))?,
-        None => 0,
-    };
+    let limit = page_limit(&query)?;
+    let cursor = page_cursor(&query, "cursor")?;
     let page = app
         .store
         .readers
