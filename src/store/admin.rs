@@ -69,27 +69,31 @@ fn done(affected: usize) -> AdminDone {
 /// Makes the queue of (tguid, endpoint) consistent again: its first pending delivery is the
 /// only claimable one, unless one of its deliveries is in flight (that one stays, and its
 /// completion promotes the first pending one).
-fn recompute_head(conn: &Connection, tguid: &str, endpoint_id: &str) -> rusqlite::Result<()> {
+fn recompute_head(conn: &Connection, tx: i64, endpoint_id: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE deliveries SET ready = CASE
              WHEN leased = 1 THEN 1
-             WHEN EXISTS (SELECT 1 FROM deliveries WHERE tguid = ?1 AND endpoint_id = ?2
+             WHEN EXISTS (SELECT 1 FROM deliveries WHERE tx = ?1 AND endpoint_id = ?2
                           AND status = 'pending' AND leased = 1) THEN 0
-             WHEN id = (SELECT id FROM deliveries WHERE tguid = ?1 AND endpoint_id = ?2
+             WHEN id = (SELECT id FROM deliveries WHERE tx = ?1 AND endpoint_id = ?2
                         AND status = 'pending' ORDER BY seq LIMIT 1) THEN 1
              ELSE 0 END
-         WHERE tguid = ?1 AND endpoint_id = ?2 AND status = 'pending'",
+         WHERE tx = ?1 AND endpoint_id = ?2 AND status = 'pending'",
     )?
-    .execute(params![tguid, endpoint_id])?;
+    .execute(params![tx, endpoint_id])?;
     Ok(())
 }
 
 fn retry_delivery(conn: &Connection, id: i64, now: i64) -> Result<AdminDone, WriteError> {
-    let row: Option<(String, String, String, bool)> = conn
-        .prepare_cached("SELECT tguid, endpoint_id, status, leased FROM deliveries WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+    let row: Option<(String, String, String, bool, i64)> = conn
+        .prepare_cached(
+            "SELECT tguid, endpoint_id, status, leased, tx FROM deliveries WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
         .optional()?;
-    let Some((tguid, endpoint_id, status, leased)) = row else {
+    let Some((tguid, endpoint_id, status, leased, tx)) = row else {
         return Err(WriteError::Missing(format!("no delivery with id {id}")));
     };
     match (status.as_str(), leased) {
@@ -109,7 +113,7 @@ fn retry_delivery(conn: &Connection, id: i64, now: i64) -> Result<AdminDone, Wri
         "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, leased = 0 WHERE id = ?1",
     )?
     .execute(params![id, now])?;
-    recompute_head(conn, &tguid, &endpoint_id)?;
+    recompute_head(conn, tx, &endpoint_id)?;
     Ok(done(1))
 }
 
@@ -130,9 +134,9 @@ fn recover(
             "no endpoint with id {endpoint_id}"
         )));
     }
-    let tguids: Vec<String> = conn
+    let txs: Vec<i64> = conn
         .prepare_cached(
-            "SELECT DISTINCT tguid FROM deliveries WHERE endpoint_id = ?1 AND status = 'dead' AND last_attempt_at >= ?2",
+            "SELECT DISTINCT tx FROM deliveries WHERE endpoint_id = ?1 AND status = 'dead' AND last_attempt_at >= ?2",
         )?
         .query_map(params![endpoint_id, since], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
@@ -142,8 +146,8 @@ fn recover(
              WHERE endpoint_id = ?1 AND status = 'dead' AND last_attempt_at >= ?2",
         )?
         .execute(params![endpoint_id, since, now])?;
-    for tguid in &tguids {
-        recompute_head(conn, tguid, endpoint_id)?;
+    for tx in txs {
+        recompute_head(conn, tx, endpoint_id)?;
     }
     Ok(done(n))
 }
@@ -154,12 +158,13 @@ fn renotify(
     endpoint_id: Option<&str>,
     now: i64,
 ) -> Result<AdminDone, WriteError> {
-    let exists: bool = conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM transactions WHERE tguid = ?1)")?
-        .query_row([tguid], |r| r.get(0))?;
-    if !exists {
+    let tx: Option<i64> = conn
+        .prepare_cached("SELECT id FROM transactions WHERE tguid = ?1")?
+        .query_row([tguid], |r| r.get(0))
+        .optional()?;
+    let Some(tx) = tx else {
         return Err(WriteError::NotFound(tguid.to_owned()));
-    }
+    };
     if let Some(e) = endpoint_id {
         if endpoint_source(conn, e)?.is_none() {
             return Err(WriteError::Missing(format!("no endpoint with id {e}")));
@@ -170,10 +175,10 @@ fn renotify(
         .prepare_cached(
             "SELECT n.id, e.id, n.seq, n.operation, n.status, e.subscriptions
              FROM notifications n, endpoints e
-             WHERE n.tguid = ?1 AND e.active = 1 AND (?2 IS NULL OR e.id = ?2)
+             WHERE n.tx = ?1 AND e.active = 1 AND (?2 IS NULL OR e.id = ?2)
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.endpoint_id = e.id)",
         )?
-        .query_map(params![tguid, endpoint_id], |r| {
+        .query_map(params![tx, endpoint_id], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
         })?
         .collect::<Result<_, _>>()?;
@@ -182,31 +187,31 @@ fn renotify(
             .matches(operation, status)
         {
             conn.prepare_cached(
-                "INSERT INTO deliveries (notification_id, endpoint_id, tguid, seq, status, ready, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?4, 'pending', 0, ?5)",
+                "INSERT INTO deliveries (notification_id, endpoint_id, tx, tguid, seq, status, ready, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6)",
             )?
-            .execute(params![notification_id, endpoint, tguid, seq, now])?;
+            .execute(params![notification_id, endpoint, tx, tguid, seq, now])?;
         }
     }
     conn.prepare_cached(
         "UPDATE deliveries SET status = 'pending', ready = 0, attempts = 0, next_attempt_at = ?2, delivered_at = NULL
-         WHERE tguid = ?1 AND status IN ('delivered', 'dead') AND (?3 IS NULL OR endpoint_id = ?3)",
+         WHERE tx = ?1 AND status IN ('delivered', 'dead') AND (?3 IS NULL OR endpoint_id = ?3)",
     )?
-    .execute(params![tguid, now, endpoint_id])?;
+    .execute(params![tx, now, endpoint_id])?;
     let endpoints: Vec<String> = conn
         .prepare_cached(
-            "SELECT DISTINCT endpoint_id FROM deliveries WHERE tguid = ?1 AND status = 'pending' AND (?2 IS NULL OR endpoint_id = ?2)",
+            "SELECT DISTINCT endpoint_id FROM deliveries WHERE tx = ?1 AND status = 'pending' AND (?2 IS NULL OR endpoint_id = ?2)",
         )?
-        .query_map(params![tguid, endpoint_id], |r| r.get(0))?
+        .query_map(params![tx, endpoint_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for e in &endpoints {
-        recompute_head(conn, tguid, e)?;
+        recompute_head(conn, tx, e)?;
     }
     let queued: i64 = conn
         .prepare_cached(
-            "SELECT count(*) FROM deliveries WHERE tguid = ?1 AND status = 'pending' AND (?2 IS NULL OR endpoint_id = ?2)",
+            "SELECT count(*) FROM deliveries WHERE tx = ?1 AND status = 'pending' AND (?2 IS NULL OR endpoint_id = ?2)",
         )?
-        .query_row(params![tguid, endpoint_id], |r| r.get(0))?;
+        .query_row(params![tx, endpoint_id], |r| r.get(0))?;
     Ok(done(queued as usize))
 }
 
@@ -353,32 +358,30 @@ fn delete_endpoint(conn: &Connection, id: &str, now: i64) -> Result<AdminDone, W
 /// Deletes up to `limit` final transactions last changed before `cutoff` whose every
 /// notification was delivered, with their log and outbox rows. Never an undelivered one.
 fn retention(conn: &Connection, cutoff: i64, limit: usize) -> Result<AdminDone, WriteError> {
-    let tguids: Vec<String> = conn
+    let doomed: Vec<(i64, String)> = conn
         .prepare_cached(
-            "SELECT t.tguid FROM transactions t
+            "SELECT t.id, t.tguid FROM transactions t
              WHERE t.updated_at < ?1
                AND t.state IN ('ENROLLED', 'FAILED', 'MATCH', 'NOT_MATCH', 'PERSON_NOT_FOUND')
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tguid = t.tguid AND d.status = 'pending')
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tguid = t.tguid AND d.status = 'dead')
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tx = t.id AND d.status = 'pending')
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tx = t.id AND d.status = 'dead')
              LIMIT ?2",
         )?
-        .query_map(params![cutoff, limit as i64], |r| r.get(0))?
+        .query_map(params![cutoff, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    for tguid in &tguids {
-        conn.prepare_cached(
-            "DELETE FROM deliveries WHERE notification_id IN (SELECT id FROM notifications WHERE tguid = ?1)",
-        )?
-        .execute([tguid])?;
+    for (tx, tguid) in &doomed {
         for sql in [
-            "DELETE FROM notifications WHERE tguid = ?1",
-            "DELETE FROM transitions WHERE tguid = ?1",
-            "DELETE FROM event_ids WHERE tguid = ?1",
-            "DELETE FROM transactions WHERE tguid = ?1",
+            "DELETE FROM deliveries WHERE notification_id IN (SELECT id FROM notifications WHERE tx = ?1)",
+            "DELETE FROM notifications WHERE tx = ?1",
+            "DELETE FROM transitions WHERE tx = ?1",
+            "DELETE FROM transactions WHERE id = ?1",
         ] {
-            conn.prepare_cached(sql)?.execute([tguid])?;
+            conn.prepare_cached(sql)?.execute([tx])?;
         }
+        conn.prepare_cached("DELETE FROM event_ids WHERE tguid = ?1")?
+            .execute([tguid])?;
     }
-    Ok(done(tguids.len()))
+    Ok(done(doomed.len()))
 }
 
 /// Disables endpoints that have failed every attempt since before `cutoff`.

@@ -295,11 +295,11 @@ fn open(path: &Path, synchronous_full: bool) -> rusqlite::Result<Connection> {
         if synchronous_full { "FULL" } else { "NORMAL" },
     )?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
-    // Queues are keyed by tguid, so each commit touches index pages all over the file: keep
-    // them in memory (64 MiB) rather than re-reading them from the OS on every batch.
+    // The transactions' tguid index is written at random pages (tguids are UUIDs): keep the
+    // hot part of the file in memory (64 MiB) rather than re-reading it on every batch.
     conn.pragma_update(None, "cache_size", -65536)?;
-    // Each command runs in a SAVEPOINT whose sub-journal would otherwise spill to temporary
-    // files; keep it (and other temporary structures) in memory.
+    // Operator actions (and a batch re-run after a failure) run each command in a SAVEPOINT,
+    // whose sub-journal would otherwise spill to temporary files; keep it in memory.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }

@@ -157,18 +157,18 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
 }
 
 fn transaction(c: &Connection, tguid: &str) -> rusqlite::Result<Option<TransactionDetail>> {
-    let Some(summary) = c
-        .prepare_cached("SELECT tguid, operation, state, created_at, updated_at FROM transactions WHERE tguid = ?1")?
-        .query_row([tguid], summary_from_row)
+    let Some((summary, tx)) = c
+        .prepare_cached("SELECT tguid, operation, state, created_at, updated_at, id FROM transactions WHERE tguid = ?1")?
+        .query_row([tguid], |r| Ok((summary_from_row(r)?, r.get::<_, i64>(5)?)))
         .optional()?
     else {
         return Ok(None);
     };
     let transitions = c
         .prepare_cached(
-            "SELECT from_state, to_state, input, uguid, actor, event_id, at FROM transitions WHERE tguid = ?1 ORDER BY id",
+            "SELECT from_state, to_state, input, uguid, actor, event_id, at FROM transitions WHERE tx = ?1 ORDER BY id",
         )?
-        .query_map([tguid], |r| {
+        .query_map([tx], |r| {
             Ok(TransitionRow {
                 from_state: r.get(0)?,
                 to_state: r.get(1)?,
@@ -181,8 +181,8 @@ fn transaction(c: &Connection, tguid: &str) -> rusqlite::Result<Option<Transacti
         })?
         .collect::<Result<Vec<_>, _>>()?;
     let mut notifications = c
-        .prepare_cached("SELECT id, seq, webhook_id, body, created_at FROM notifications WHERE tguid = ?1 ORDER BY seq")?
-        .query_map([tguid], |r| {
+        .prepare_cached("SELECT id, seq, webhook_id, body, created_at FROM notifications WHERE tx = ?1 ORDER BY seq")?
+        .query_map([tx], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 NotificationRow {

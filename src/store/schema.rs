@@ -126,6 +126,65 @@ ALTER TABLE notifications_v3 RENAME TO notifications;
 -- less to write on every delivery row.
 DROP INDEX IF EXISTS deliveries_by_notification;
 "#,
+    r#"
+-- Child rows reference their transaction by an integer id instead of its tguid. Tguids are
+-- UUIDs in no order, so every index led by one was written at a random page on every insert;
+-- ids grow with registration, so the transactions in flight share the last pages of each index.
+-- The tguid columns stay, for reading. An explicit INTEGER PRIMARY KEY keeps ids (and the review
+-- queues' cursors, which were rowids) stable through VACUUM.
+CREATE TABLE transactions_v5 (
+    id          INTEGER PRIMARY KEY,
+    tguid       TEXT NOT NULL UNIQUE,
+    operation   TEXT NOT NULL,
+    state       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    next_seq    INTEGER NOT NULL
+);
+INSERT INTO transactions_v5 (id, tguid, operation, state, created_at, updated_at, next_seq)
+    SELECT rowid, tguid, operation, state, created_at, updated_at, next_seq FROM transactions ORDER BY rowid;
+DROP TABLE transactions;
+ALTER TABLE transactions_v5 RENAME TO transactions;
+CREATE INDEX transactions_by_state ON transactions(state);
+CREATE INDEX transactions_by_update ON transactions(updated_at);
+
+ALTER TABLE transitions ADD COLUMN tx INTEGER NOT NULL DEFAULT 0;
+UPDATE transitions SET tx = coalesce((SELECT id FROM transactions t WHERE t.tguid = transitions.tguid), 0);
+DROP INDEX transitions_by_tguid;
+CREATE INDEX transitions_by_tx ON transitions(tx, id);
+
+-- (tguid, seq) was UNIQUE; (tx, seq) is. Rebuilt as in migration 3, carrying the
+-- AUTOINCREMENT high-water mark over so that no feed cursor is ever handed out twice.
+CREATE TABLE notifications_v5 (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    tx          INTEGER NOT NULL,
+    tguid       TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    webhook_id  TEXT NOT NULL UNIQUE,
+    operation   TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    UNIQUE (tx, seq)
+);
+INSERT INTO notifications_v5 (id, tx, tguid, seq, webhook_id, operation, status, body, created_at)
+    SELECT n.id, coalesce(t.id, -n.id), n.tguid, n.seq, n.webhook_id, n.operation, n.status, n.body, n.created_at
+    FROM notifications n LEFT JOIN transactions t ON t.tguid = n.tguid ORDER BY n.id;
+UPDATE sqlite_sequence SET seq = max(seq, coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'notifications'), 0))
+    WHERE name = 'notifications_v5';
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'notifications_v5', seq FROM sqlite_sequence WHERE name = 'notifications'
+    AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'notifications_v5');
+DROP TABLE notifications;
+ALTER TABLE notifications_v5 RENAME TO notifications;
+
+ALTER TABLE deliveries ADD COLUMN tx INTEGER NOT NULL DEFAULT 0;
+UPDATE deliveries SET tx = coalesce((SELECT id FROM transactions t WHERE t.tguid = deliveries.tguid), 0);
+DROP INDEX deliveries_queue;
+CREATE INDEX deliveries_queue ON deliveries(tx, endpoint_id, seq) WHERE status = 'pending';
+DROP INDEX deliveries_dead_by_tguid;
+CREATE INDEX deliveries_dead_by_tx ON deliveries(tx) WHERE status = 'dead';
+"#,
 ];
 
 /// Brings the schema up to date inside one transaction.
@@ -184,11 +243,87 @@ mod tests {
         // Retention deleting the newest rows must not hand their ids out again.
         conn.execute_batch("DELETE FROM notifications").unwrap();
         conn.execute(
-            "INSERT INTO notifications (tguid, seq, webhook_id, operation, status, body, created_at)
-             VALUES ('u', 1, 'msg_c', 'SEARCH', 'MATCH', X'7B7D', 3)",
+            "INSERT INTO notifications (tx, tguid, seq, webhook_id, operation, status, body, created_at)
+             VALUES (1, 'u', 1, 'msg_c', 'SEARCH', 'MATCH', X'7B7D', 3)",
             [],
         )
         .unwrap();
         assert_eq!(conn.last_insert_rowid(), 10);
+    }
+
+    #[test]
+    fn migration_5_links_child_rows_to_their_transaction_by_id_and_keeps_every_id() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        conn.execute_batch(
+            "INSERT INTO transactions (rowid, tguid, operation, state, created_at, updated_at, next_seq)
+             VALUES (3, 'b', 'ENROLL', 'ENROLLED', 1, 2, 2), (8, 'a', 'SEARCH', 'PROCESSING', 1, 1, 1);
+             INSERT INTO transitions (tguid, to_state, input, actor, at) VALUES ('b', 'PROCESSING', 'register', 'x', 1),
+                                                                               ('a', 'PROCESSING', 'register', 'x', 1),
+                                                                               ('b', 'ENROLLED', 'ENROLLED', 'x', 2);
+             INSERT INTO endpoints (id, url, active, enabled, updated_at) VALUES ('e', 'http://x/', 1, 1, 0);
+             INSERT INTO notifications (id, tguid, seq, webhook_id, operation, status, body, created_at)
+             VALUES (5, 'b', 1, 'msg_a', 'ENROLL', 'ENROLLED', X'7B7D', 2),
+                    (6, 'b', 2, 'msg_b', 'ENROLL', 'ENROLLED', X'7B7D', 2);
+             INSERT INTO deliveries (notification_id, endpoint_id, tguid, seq, status, ready, next_attempt_at)
+             VALUES (5, 'e', 'b', 1, 'dead', 0, 2), (6, 'e', 'b', 2, 'pending', 0, 2);
+             DELETE FROM notifications WHERE id = 6;  -- retention took the newest: 6 stays used",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let ids: Vec<(i64, String)> = conn
+            .prepare("SELECT id, tguid FROM transactions ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ids, [(3, "b".to_owned()), (8, "a".to_owned())]);
+        let tx_of = |table: &str| -> Vec<(String, i64)> {
+            conn.prepare(&format!("SELECT tguid, tx FROM {table} ORDER BY rowid"))
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let b = |n| vec![("b".to_owned(), 3); n];
+        assert_eq!(
+            tx_of("transitions"),
+            [
+                ("b".to_owned(), 3),
+                ("a".to_owned(), 8),
+                ("b".to_owned(), 3)
+            ]
+        );
+        assert_eq!(tx_of("notifications"), b(1));
+        assert_eq!(tx_of("deliveries"), b(2));
+        // The queue and dead-letter indexes now lead with the id.
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT id FROM deliveries WHERE tx = 3 AND endpoint_id = 'e' AND status = 'pending' ORDER BY seq",
+                [],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(plan.contains("deliveries_queue"), "{plan}");
+        // (tx, seq) is unique, and no notification id is handed out twice.
+        assert!(conn
+            .execute(
+                "INSERT INTO notifications (tx, tguid, seq, webhook_id, operation, status, body, created_at)
+                 VALUES (3, 'b', 1, 'msg_c', 'ENROLL', 'ENROLLED', X'7B7D', 3)",
+                [],
+            )
+            .is_err());
+        conn.execute(
+            "INSERT INTO notifications (tx, tguid, seq, webhook_id, operation, status, body, created_at)
+             VALUES (8, 'a', 1, 'msg_c', 'SEARCH', 'MATCH', X'7B7D', 3)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(conn.last_insert_rowid(), 7);
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, Notify};
 
 use super::{
     admin, AdminDone, ApiEndpoint, Applied, ClaimBudget, Claimed, ClaimedDelivery, Command,
@@ -17,63 +17,110 @@ use crate::domain::{self, Operation, State, Subscriptions, Tguid};
 /// Most commands in one SQLite transaction; bounds the latency a batch adds to its first caller.
 const MAX_BATCH: usize = 1024;
 
-/// An answer held back until the batch commits.
-enum Reply {
-    Register(
-        oneshot::Sender<Result<Registered, WriteError>>,
-        Result<Registered, WriteError>,
-    ),
-    Apply(
-        oneshot::Sender<Result<Applied, WriteError>>,
-        Result<Applied, WriteError>,
-    ),
-    Claim(oneshot::Sender<Claimed>, Claimed),
-    Release(oneshot::Sender<()>),
-    Admin(
-        oneshot::Sender<Result<AdminDone, WriteError>>,
-        Result<AdminDone, WriteError>,
-    ),
+/// What a command produced, held back until the batch commits; then sent to its caller.
+enum Outcome {
+    Register(Result<Registered, WriteError>),
+    Apply(Result<Applied, WriteError>),
+    Claim(Claimed),
+    Admin(Result<AdminDone, WriteError>),
+    /// Complete, Release and Shutdown: nothing to report but having been committed.
+    Done,
 }
 
-impl Reply {
-    /// Sends the answer; when the commit failed, every write becomes an error instead.
-    fn send(self, commit_error: Option<&str>) {
-        let failed =
-            |_: ()| WriteError::Internal(format!("commit failed: {}", commit_error.unwrap_or("")));
-        match self {
-            Reply::Register(tx, r) => {
-                let _ = tx.send(if commit_error.is_some() {
-                    Err(failed(()))
-                } else {
-                    r
-                });
-            }
-            Reply::Apply(tx, r) => {
-                let _ = tx.send(if commit_error.is_some() {
-                    Err(failed(()))
-                } else {
-                    r
-                });
-            }
-            Reply::Claim(tx, c) => {
-                let _ = tx.send(if commit_error.is_some() {
-                    Claimed::default()
-                } else {
-                    c
-                });
-            }
-            Reply::Release(tx) => {
-                let _ = tx.send(());
-            }
-            Reply::Admin(tx, r) => {
-                let _ = tx.send(if commit_error.is_some() {
-                    Err(failed(()))
-                } else {
-                    r
-                });
-            }
+/// Answers a command's caller; when the commit failed, every write becomes an error instead.
+fn answer(command: Command, outcome: Outcome, commit_error: Option<&str>) {
+    let failed = || WriteError::Internal(format!("commit failed: {}", commit_error.unwrap_or("")));
+    let committed = commit_error.is_none();
+    match (command, outcome) {
+        (Command::Register { reply, .. }, Outcome::Register(r)) => {
+            let _ = reply.send(if committed { r } else { Err(failed()) });
         }
+        (Command::Apply { reply, .. }, Outcome::Apply(r)) => {
+            let _ = reply.send(if committed { r } else { Err(failed()) });
+        }
+        (Command::Claim { reply, .. }, Outcome::Claim(c)) => {
+            let _ = reply.send(if committed { c } else { Claimed::default() });
+        }
+        (Command::Admin { reply, .. }, Outcome::Admin(r)) => {
+            let _ = reply.send(if committed { r } else { Err(failed()) });
+        }
+        (Command::Release { reply, .. }, _) => {
+            let _ = reply.send(());
+        }
+        (Command::Complete { .. } | Command::Shutdown, _) => {}
+        (command, _) => refuse(
+            command,
+            "internal error: a command got another kind's answer",
+        ),
     }
+}
+
+/// Answers a command that could not run at all.
+fn refuse(command: Command, why: &str) {
+    let e = || WriteError::Internal(why.to_owned());
+    match command {
+        Command::Register { reply, .. } => drop(reply.send(Err(e()))),
+        Command::Apply { reply, .. } => drop(reply.send(Err(e()))),
+        Command::Claim { reply, .. } => drop(reply.send(Claimed::default())),
+        Command::Release { reply, .. } => drop(reply.send(())),
+        Command::Admin { reply, .. } => drop(reply.send(Err(e()))),
+        Command::Complete { .. } | Command::Shutdown => {}
+    }
+}
+
+/// How a batch runs its commands.
+#[derive(Clone, Copy, PartialEq)]
+enum Isolation {
+    /// No savepoints (the common case): every refusal is decided before a command writes, so
+    /// a refused command has changed nothing. A command that fails *after* writing (an SQL
+    /// error) aborts the pass; the batch is rolled back and run again `PerCommand`.
+    Optimistic,
+    /// Each command in its own savepoint, so a failure undoes only that command's writes.
+    PerCommand,
+}
+
+/// Why a pass over the batch stopped before its commit.
+enum PassAborted {
+    CannotBegin(String),
+    /// An optimistic pass met a command that failed after writing; it was rolled back.
+    CommandFailed,
+    Unexpected(String),
+}
+
+/// Whether a failed command failed before it wrote anything: the refusals of the state
+/// machine and of registration are decided on what was read. Storage errors (`Internal`) can
+/// come after a write, so they are never taken for clean.
+fn refused_before_writing(outcome: &Outcome) -> bool {
+    let clean = |e: &WriteError| {
+        matches!(
+            e,
+            WriteError::NotFound(_)
+                | WriteError::OperationConflict { .. }
+                | WriteError::EventIdReused(_)
+                | WriteError::Refused(_)
+        )
+    };
+    match outcome {
+        Outcome::Register(Err(e)) | Outcome::Apply(Err(e)) => clean(e),
+        _ => false,
+    }
+}
+
+/// The writer's own columns of a transaction row.
+struct TxRow {
+    /// What child rows reference it by.
+    id: i64,
+    /// The sequence number of its next notification.
+    next_seq: i64,
+}
+
+/// One command's result inside a batch.
+struct Executed {
+    outcome: Outcome,
+    /// It succeeded and its writes must be kept.
+    ok: bool,
+    /// Deliveries may have become claimable.
+    woke: bool,
 }
 
 struct Writer {
@@ -211,71 +258,117 @@ fn drain(commands: &mut mpsc::Receiver<Command>, batch: &mut Vec<Command>) {
 impl Writer {
     /// Runs a batch in one transaction; returns whether deliveries became claimable.
     fn run_batch(&mut self, batch: &mut Vec<Command>) -> bool {
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut woke = false;
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-            tracing::error!(error = %e, "cannot begin a write transaction");
-            for c in batch.drain(..) {
-                self.refuse(c, &e.to_string());
-            }
-            return false;
-        }
         let now = now_ms();
         tracing::trace!(commands = batch.len(), "write batch");
-        for command in batch.drain(..) {
-            woke |= self.execute(command, now, &mut replies);
+        let mut result = self.run_pass(batch, now, Isolation::Optimistic);
+        if let Err(PassAborted::CommandFailed) = result {
+            tracing::warn!(
+                "a command failed after writing; the batch runs again, command by command"
+            );
+            result = self.run_pass(batch, now, Isolation::PerCommand);
         }
-        let commit_error = self.conn.execute_batch("COMMIT").err().map(|e| {
-            tracing::error!(error = %e, "commit failed; the batch is rolled back");
-            let _ = self.conn.execute_batch("ROLLBACK");
-            e.to_string()
-        });
-        for r in replies {
-            r.send(commit_error.as_deref());
+        let (outcomes, woke, commit_error) = match result {
+            Ok((outcomes, woke)) => {
+                let commit_error = self.statement("COMMIT").err().map(|e| {
+                    tracing::error!(error = %e, "commit failed; the batch is rolled back");
+                    self.rollback();
+                    e.to_string()
+                });
+                (outcomes, woke, commit_error)
+            }
+            Err(PassAborted::CannotBegin(e)) | Err(PassAborted::Unexpected(e)) => {
+                for c in batch.drain(..) {
+                    refuse(c, &e);
+                }
+                return false;
+            }
+            Err(PassAborted::CommandFailed) => unreachable!("a per-command pass does not abort"),
+        };
+        for (command, outcome) in batch.drain(..).zip(outcomes) {
+            answer(command, outcome, commit_error.as_deref());
         }
         woke && commit_error.is_none()
     }
 
-    fn refuse(&self, command: Command, why: &str) {
-        let e = || WriteError::Internal(why.to_owned());
-        match command {
-            Command::Register { reply, .. } => drop(reply.send(Err(e()))),
-            Command::Apply { reply, .. } => drop(reply.send(Err(e()))),
-            Command::Claim { reply, .. } => drop(reply.send(Claimed::default())),
-            Command::Release { reply, .. } => drop(reply.send(())),
-            Command::Admin { reply, .. } => drop(reply.send(Err(e()))),
-            Command::Complete { .. } | Command::Shutdown => {}
+    /// Begins a transaction and runs every command of the batch in it, leaving it open for
+    /// the caller to commit.
+    fn run_pass(
+        &mut self,
+        batch: &[Command],
+        now: i64,
+        isolation: Isolation,
+    ) -> Result<(Vec<Outcome>, bool), PassAborted> {
+        if let Err(e) = self.statement("BEGIN IMMEDIATE") {
+            tracing::error!(error = %e, "cannot begin a write transaction");
+            return Err(PassAborted::CannotBegin(e.to_string()));
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut woke = false;
+        for command in batch {
+            // Operator actions are rare and check as they go: always isolated.
+            let isolated =
+                isolation == Isolation::PerCommand || matches!(command, Command::Admin { .. });
+            if isolated {
+                self.savepoint("SAVEPOINT command");
+            }
+            let done = self.execute(command, now);
+            if isolated {
+                if !done.ok {
+                    self.savepoint("ROLLBACK TO command");
+                }
+                self.savepoint("RELEASE command");
+            } else if !done.ok && !refused_before_writing(&done.outcome) {
+                self.rollback();
+                return Err(PassAborted::CommandFailed);
+            }
+            woke |= done.woke;
+            outcomes.push(done.outcome);
+        }
+        if outcomes.len() != batch.len() {
+            self.rollback();
+            return Err(PassAborted::Unexpected(
+                "a command produced no outcome".into(),
+            ));
+        }
+        Ok((outcomes, woke))
+    }
+
+    fn rollback(&self) {
+        if let Err(e) = self.statement("ROLLBACK") {
+            tracing::error!(error = %e, "rollback failed");
         }
     }
 
-    /// Runs one command inside a savepoint, so that a failure undoes only its own writes.
-    fn execute(&mut self, command: Command, now: i64, replies: &mut Vec<Reply>) -> bool {
-        // Prepared once and cached: these run twice per command, on the hot path.
-        self.savepoint("SAVEPOINT command");
-        let (ok, woke) = match command {
+    /// Runs a transaction-control statement, prepared once and cached.
+    fn statement(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
+    }
+
+    /// Runs one command; its writes stay in the open transaction unless it failed.
+    fn execute(&mut self, command: &Command, now: i64) -> Executed {
+        let done = |outcome, ok, woke| Executed { outcome, ok, woke };
+        match command {
             Command::Register {
                 tguid,
                 operation,
                 actor,
-                reply,
+                ..
             } => {
-                let r = self.register(&tguid, operation, &actor, now);
+                let r = self.register(tguid, *operation, actor, now);
                 let ok = r.is_ok();
-                replies.push(Reply::Register(reply, r));
-                (ok, false)
+                done(Outcome::Register(r), ok, false)
             }
-            Command::Apply { request, reply } => {
-                let r = self.apply(&request, now);
+            Command::Apply { request, .. } => {
+                let r = self.apply(request, now);
                 let (ok, woke) = match &r {
                     Ok(a) => (true, a.notifications > 0),
                     Err(_) => (false, false),
                 };
-                replies.push(Reply::Apply(reply, r));
-                (ok, woke)
+                done(Outcome::Apply(r), ok, woke)
             }
-            Command::Shutdown => (true, false),
-            Command::Admin { op, reply } => {
-                let r = admin::run(&self.conn, &op, now);
+            Command::Shutdown => done(Outcome::Done, true, false),
+            Command::Admin { op, .. } => {
+                let r = admin::run(&self.conn, op, now);
                 let ok = r.is_ok();
                 if ok
                     && matches!(
@@ -290,61 +383,47 @@ impl Writer {
                         Err(e) => tracing::error!(error = %e, "cannot reload the endpoint list"),
                     }
                 }
-                replies.push(Reply::Admin(reply, r));
-                (ok, ok)
+                done(Outcome::Admin(r), ok, ok)
             }
             Command::Claim {
                 limit,
                 lease_ms,
                 budget,
-                reply,
-            } => match self.claim(limit, lease_ms, &budget, now) {
-                Ok(c) => {
-                    replies.push(Reply::Claim(reply, c));
-                    (true, false)
-                }
+                ..
+            } => match self.claim(*limit, *lease_ms, budget, now) {
+                Ok(c) => done(Outcome::Claim(c), true, false),
                 Err(e) => {
                     tracing::error!(error = %e, "claim failed");
-                    replies.push(Reply::Claim(reply, Claimed::default()));
-                    (false, false)
+                    done(Outcome::Claim(Claimed::default()), false, false)
                 }
             },
-            Command::Complete { completions } => match self.complete(&completions, now) {
-                Ok(woke) => (true, woke),
+            Command::Complete { completions } => match self.complete(completions, now) {
+                Ok(woke) => done(Outcome::Done, true, woke),
                 Err(e) => {
                     // The leases expire and the deliveries are attempted again: at-least-once.
                     tracing::error!(error = %e, "recording delivery results failed");
-                    (false, false)
+                    done(Outcome::Done, false, false)
                 }
             },
-            Command::Release { ids, reply } => {
-                let r = self.release(&ids, now);
-                replies.push(Reply::Release(reply));
-                (r.is_ok(), r.is_ok())
+            Command::Release { ids, .. } => {
+                let ok = self.release(ids, now).is_ok();
+                done(Outcome::Done, ok, ok)
             }
-        };
-        if !ok {
-            self.savepoint("ROLLBACK TO command");
         }
-        self.savepoint("RELEASE command");
-        woke
     }
 
     /// Runs a savepoint statement; inside the batch's transaction these cannot fail short of
     /// a broken connection, which the batch's COMMIT then reports to every caller.
     fn savepoint(&self, sql: &str) {
-        if let Err(e) = self
-            .conn
-            .prepare_cached(sql)
-            .and_then(|mut s| s.execute([]))
-        {
+        if let Err(e) = self.statement(sql) {
             tracing::error!(error = %e, sql, "savepoint statement failed");
         }
     }
 
-    fn summary(&self, tguid: &str) -> Result<Option<(TxSummary, i64)>, WriteError> {
+    /// A transaction as the writer needs it: its summary, its id and its next sequence number.
+    fn summary(&self, tguid: &str) -> Result<Option<(TxSummary, TxRow)>, WriteError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT operation, state, created_at, updated_at, next_seq FROM transactions WHERE tguid = ?1",
+            "SELECT operation, state, created_at, updated_at, next_seq, id FROM transactions WHERE tguid = ?1",
         )?;
         let row = stmt
             .query_row([tguid], |r| {
@@ -354,12 +433,13 @@ impl Writer {
                     r.get(2)?,
                     r.get(3)?,
                     r.get(4)?,
+                    r.get(5)?,
                 ))
             })
             .optional()?;
         Ok(match row {
             None => None,
-            Some((op, state, created_at, updated_at, next_seq)) => Some((
+            Some((op, state, created_at, updated_at, next_seq, id)) => Some((
                 TxSummary {
                     tguid: tguid.to_owned(),
                     operation: Operation::parse(&op).ok_or_else(|| {
@@ -371,14 +451,14 @@ impl Writer {
                     created_at,
                     updated_at,
                 },
-                next_seq,
+                TxRow { id, next_seq },
             )),
         })
     }
 
     fn log_transition(
         &self,
-        tguid: &str,
+        (tx, tguid): (i64, &str),
         (from, to): (Option<State>, State),
         input: &str,
         uguid: Option<&str>,
@@ -387,10 +467,10 @@ impl Writer {
     ) -> rusqlite::Result<()> {
         self.conn
             .prepare_cached(
-                "INSERT INTO transitions (tguid, from_state, to_state, input, uguid, actor, event_id, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO transitions (tx, tguid, from_state, to_state, input, uguid, actor, event_id, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
-            .execute(params![tguid, from.map(State::as_str), to.as_str(), input, uguid, actor, event_id, now])?;
+            .execute(params![tx, tguid, from.map(State::as_str), to.as_str(), input, uguid, actor, event_id, now])?;
         Ok(())
     }
 
@@ -420,9 +500,10 @@ impl Writer {
                  VALUES (?1, ?2, 'PROCESSING', ?3, ?3, 1)",
             )?
             .execute(params![tguid.as_str(), operation.as_str(), now])?;
+        let tx = self.conn.last_insert_rowid();
         let input = format!("register {operation}");
         self.log_transition(
-            tguid.as_str(),
+            (tx, tguid.as_str()),
             (None, State::Processing),
             &input,
             None,
@@ -443,7 +524,13 @@ impl Writer {
 
     fn apply(&self, request: &InputRequest, now: i64) -> Result<Applied, WriteError> {
         let tguid = request.tguid.as_str();
-        let (summary, mut next_seq) = self
+        let (
+            summary,
+            TxRow {
+                id: tx,
+                mut next_seq,
+            },
+        ) = self
             .summary(tguid)?
             .ok_or_else(|| WriteError::NotFound(tguid.to_owned()))?;
 
@@ -486,15 +573,22 @@ impl Writer {
         )?;
 
         self.conn
-            .prepare_cached("UPDATE transactions SET state = ?2, updated_at = ?3, next_seq = ?4 WHERE tguid = ?1")?
-            .execute(params![tguid, transition.to.as_str(), now, next_seq + transition.notifications.len() as i64])?;
+            .prepare_cached(
+                "UPDATE transactions SET state = ?2, updated_at = ?3, next_seq = ?4 WHERE id = ?1",
+            )?
+            .execute(params![
+                tx,
+                transition.to.as_str(),
+                now,
+                next_seq + transition.notifications.len() as i64
+            ])?;
         let uguid = match &request.input {
             domain::Input::LatentMatch(u) => Some(u.as_str()),
             _ => None,
         };
         let event_id = request.event_id.as_ref().map(|(id, _)| id.as_str());
         self.log_transition(
-            tguid,
+            (tx, tguid),
             (Some(summary.state), transition.to),
             &request.input.describe(),
             uguid,
@@ -514,10 +608,10 @@ impl Writer {
             let webhook_id = new_webhook_id(now);
             self.conn
                 .prepare_cached(
-                    "INSERT INTO notifications (tguid, seq, webhook_id, operation, status, body, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO notifications (tx, tguid, seq, webhook_id, operation, status, body, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
-                .execute(params![tguid, next_seq, webhook_id, notification.operation(), notification.status(), body, now])?;
+                .execute(params![tx, tguid, next_seq, webhook_id, notification.operation(), notification.status(), body, now])?;
             let notification_id = self.conn.last_insert_rowid();
             let (operation, status) = (notification.operation(), notification.status());
             for (endpoint_id, subscribed) in &self.fanout {
@@ -527,12 +621,12 @@ impl Writer {
                 // Only the first pending notification of a (tguid, endpoint) may be sent.
                 self.conn
                     .prepare_cached(
-                        "INSERT INTO deliveries (notification_id, endpoint_id, tguid, seq, status, ready, next_attempt_at)
-                         VALUES (?1, ?2, ?3, ?4, 'pending',
-                                 NOT EXISTS (SELECT 1 FROM deliveries WHERE tguid = ?3 AND endpoint_id = ?2 AND status = 'pending'),
-                                 ?5)",
+                        "INSERT INTO deliveries (notification_id, endpoint_id, tx, tguid, seq, status, ready, next_attempt_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, 'pending',
+                                 NOT EXISTS (SELECT 1 FROM deliveries WHERE tx = ?3 AND endpoint_id = ?2 AND status = 'pending'),
+                                 ?6)",
                     )?
-                    .execute(params![notification_id, endpoint_id, tguid, next_seq, now])?;
+                    .execute(params![notification_id, endpoint_id, tx, tguid, next_seq, now])?;
             }
             next_seq += 1;
         }
@@ -572,7 +666,7 @@ impl Writer {
              FROM deliveries d INDEXED BY deliveries_due_by_endpoint
              JOIN notifications n ON n.id = d.notification_id
              WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.ready = 1 AND d.next_attempt_at <= ?2
-             ORDER BY d.next_attempt_at LIMIT ?3",
+             ORDER BY d.next_attempt_at",
         )?;
         let mut first_due = self.conn.prepare_cached(
             "SELECT min(next_attempt_at) FROM deliveries INDEXED BY deliveries_due_by_endpoint
@@ -588,7 +682,10 @@ impl Writer {
             let slots = budget.busy.get(endpoint).copied().unwrap_or(budget.default);
             let take = slots.min(limit - deliveries.len());
             if take > 0 {
-                let rows = due.query_map(params![endpoint, now, take as i64], |r| {
+                // No `LIMIT ?`: SQLite re-prepares a statement whose LIMIT is a bound parameter
+                // every time the value changes. The index yields rows in order, so stopping
+                // after `take` of them reads no more than a LIMIT would.
+                let rows = due.query_map(params![endpoint, now], |r| {
                     Ok(ClaimedDelivery {
                         id: r.get(0)?,
                         endpoint_id: r.get(1)?,
@@ -602,7 +699,7 @@ impl Writer {
                         created_at: r.get(9)?,
                     })
                 })?;
-                for row in rows {
+                for row in rows.take(take) {
                     deliveries.push(row?);
                 }
             }
@@ -628,16 +725,21 @@ impl Writer {
     }
 
     /// Makes the next pending delivery of the same (tguid, endpoint) claimable.
-    fn promote_next(&self, tguid: &str, endpoint_id: &str, now: i64) -> rusqlite::Result<bool> {
+    ///
+    /// It keeps its own due time (when it was queued, unless something scheduled it later):
+    /// claims go by due time, so it is sent before heads queued after it. Setting it to "now"
+    /// would put a transaction's 2nd and 3rd notifications behind every newer head, which is
+    /// what made the tail of a backlog drain slowly.
+    fn promote_next(&self, tx: i64, endpoint_id: &str) -> rusqlite::Result<bool> {
         let n = self
             .conn
             .prepare_cached(
-                "UPDATE deliveries SET ready = 1, next_attempt_at = max(next_attempt_at, ?3)
+                "UPDATE deliveries SET ready = 1
                  WHERE id = (SELECT id FROM deliveries
-                             WHERE tguid = ?1 AND endpoint_id = ?2 AND status = 'pending'
+                             WHERE tx = ?1 AND endpoint_id = ?2 AND status = 'pending'
                              ORDER BY seq LIMIT 1)",
             )?
-            .execute(params![tguid, endpoint_id, now])?;
+            .execute(params![tx, endpoint_id])?;
         Ok(n > 0)
     }
 
@@ -649,23 +751,23 @@ impl Writer {
         error: Option<&str>,
         now: i64,
     ) -> rusqlite::Result<bool> {
-        let done: Option<(String, String)> = self
+        let done: Option<(i64, String)> = self
             .conn
             .prepare_cached(
                 "UPDATE deliveries SET status = ?2, ready = 0, leased = 0, attempts = attempts + 1,
                         last_status = ?3, last_error = ?4, last_attempt_at = ?5,
                         delivered_at = CASE WHEN ?2 = 'delivered' THEN ?5 END
                  WHERE id = ?1 AND status = 'pending'
-                 RETURNING tguid, endpoint_id",
+                 RETURNING tx, endpoint_id",
             )?
             .query_row(params![id, status, http_status, error, now], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .optional()?;
         match done {
-            Some((tguid, endpoint)) => {
+            Some((tx, endpoint)) => {
                 self.note_endpoint_health(&endpoint, status == "delivered", now)?;
-                self.promote_next(&tguid, &endpoint, now)
+                self.promote_next(tx, &endpoint)
             }
             None => Ok(false),
         }
@@ -755,4 +857,127 @@ impl Writer {
 /// A new notification id: the creation time and 64 random bits, unique across databases too.
 fn new_webhook_id(now: i64) -> String {
     format!("msg_{:011x}{:016x}", now, fastrand::u64(..))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The batch runs without savepoints; these check that a command failing after it wrote
+    //! still leaves the others' writes, and none of its own.
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::domain::{Input, Outcome as Result_, UpdateLabel};
+    use crate::store::{schema, InputRequest};
+
+    fn writer() -> Writer {
+        let mut conn = Connection::open_in_memory().unwrap();
+        schema::migrate(&mut conn).unwrap();
+        let endpoints = vec![("e".to_owned(), "http://127.0.0.1:9/".to_owned())];
+        prepare(&mut conn, &endpoints, &Default::default()).unwrap();
+        let fanout = load_fanout(&conn).unwrap();
+        Writer {
+            conn,
+            options: StoreOptions {
+                synchronous_full: false,
+                update_label: UpdateLabel::Enroll,
+                endpoints,
+            },
+            fanout,
+        }
+    }
+
+    fn register(tguid: &str) -> (Command, oneshot::Receiver<Result<Registered, WriteError>>) {
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Register {
+            tguid: Tguid::parse(tguid).unwrap(),
+            operation: Operation::Enroll,
+            actor: "test".into(),
+            reply,
+        };
+        (command, rx)
+    }
+
+    fn enrolled(tguid: &str) -> (Command, oneshot::Receiver<Result<Applied, WriteError>>) {
+        let (reply, rx) = oneshot::channel();
+        let request = InputRequest {
+            tguid: Tguid::parse(tguid).unwrap(),
+            input: Input::Outcome(Result_::Enrolled),
+            event_id: None,
+            actor: "test".into(),
+        };
+        (Command::Apply { request, reply }, rx)
+    }
+
+    fn count(w: &Writer, sql: &str) -> i64 {
+        w.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_command_failing_after_writing_is_undone_alone_and_the_batch_still_commits() {
+        let mut w = writer();
+        let mut setup = vec![register("a").0, register("boom").0, register("c").0];
+        w.run_batch(&mut setup);
+        // The notification insert of "boom" fails after its state update and log row.
+        w.conn
+            .execute_batch(
+                "CREATE TRIGGER boom AFTER INSERT ON notifications WHEN NEW.tguid = 'boom'
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )
+            .unwrap();
+        let (a, a_rx) = enrolled("a");
+        let (boom, boom_rx) = enrolled("boom");
+        let (c, c_rx) = enrolled("c");
+        let (refused, refused_rx) = enrolled("missing");
+        let mut batch = vec![a, boom, refused, c];
+        assert!(w.run_batch(&mut batch), "deliveries became claimable");
+
+        assert!(a_rx.blocking_recv().unwrap().is_ok());
+        assert!(c_rx.blocking_recv().unwrap().is_ok());
+        let err = boom_rx.blocking_recv().unwrap().unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{err}");
+        assert!(matches!(
+            refused_rx.blocking_recv().unwrap(),
+            Err(WriteError::NotFound(_))
+        ));
+        assert_eq!(
+            count(
+                &w,
+                "SELECT count(*) FROM transactions WHERE state = 'ENROLLED'"
+            ),
+            2
+        );
+        assert_eq!(
+            count(&w, "SELECT count(*) FROM transactions WHERE tguid = 'boom' AND state = 'PROCESSING' AND next_seq = 1"),
+            1
+        );
+        assert_eq!(
+            count(&w, "SELECT count(*) FROM transitions WHERE tguid = 'boom'"),
+            1
+        );
+        assert_eq!(count(&w, "SELECT count(*) FROM notifications"), 2);
+        assert_eq!(
+            count(&w, "SELECT count(*) FROM deliveries WHERE ready = 1"),
+            2
+        );
+    }
+
+    #[test]
+    fn refusals_in_an_optimistic_batch_change_nothing_and_need_no_replay() {
+        let mut w = writer();
+        let mut setup = vec![register("a").0];
+        w.run_batch(&mut setup);
+        let (again, again_rx) = enrolled("a");
+        let (first, first_rx) = enrolled("a");
+        // The second ENROLLED for "a" is refused by the state machine after the first one.
+        let mut batch = vec![first, again];
+        w.run_batch(&mut batch);
+        assert!(first_rx.blocking_recv().unwrap().is_ok());
+        assert!(matches!(
+            again_rx.blocking_recv().unwrap(),
+            Err(WriteError::Refused(_))
+        ));
+        assert_eq!(count(&w, "SELECT count(*) FROM notifications"), 1);
+        assert_eq!(count(&w, "SELECT count(*) FROM transitions"), 2);
+    }
 }
