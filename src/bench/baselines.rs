@@ -106,17 +106,17 @@ pub struct DiskRun {
 /// The service's tables, reduced to what one notification needs.
 const SCHEMA: &str = r#"
 CREATE TABLE transactions (
-    tguid TEXT PRIMARY KEY, operation TEXT NOT NULL, state TEXT NOT NULL,
+    id INTEGER PRIMARY KEY, tguid TEXT NOT NULL UNIQUE, operation TEXT NOT NULL, state TEXT NOT NULL,
     created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, next_seq INTEGER NOT NULL);
 CREATE INDEX transactions_by_state ON transactions(state);
 CREATE TABLE notifications (
-    id INTEGER PRIMARY KEY, tguid TEXT NOT NULL, seq INTEGER NOT NULL,
+    id INTEGER PRIMARY KEY, tx INTEGER NOT NULL, tguid TEXT NOT NULL, seq INTEGER NOT NULL,
     webhook_id TEXT NOT NULL UNIQUE, operation TEXT NOT NULL, status TEXT NOT NULL,
-    body BLOB NOT NULL, created_at INTEGER NOT NULL, UNIQUE (tguid, seq));
+    body BLOB NOT NULL, created_at INTEGER NOT NULL, UNIQUE (tx, seq));
 CREATE TABLE deliveries (
     id INTEGER PRIMARY KEY, notification_id INTEGER NOT NULL, endpoint_id TEXT NOT NULL,
-    tguid TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL, ready INTEGER NOT NULL,
-    next_attempt_at INTEGER NOT NULL, delivered_at INTEGER);
+    tx INTEGER NOT NULL, tguid TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL,
+    ready INTEGER NOT NULL, next_attempt_at INTEGER NOT NULL, delivered_at INTEGER);
 CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending' AND ready = 1;
 "#;
 
@@ -174,15 +174,15 @@ pub fn disk_ceiling(
             )?;
             let mut update = tx.prepare_cached(
                 "UPDATE transactions SET state = ?2, updated_at = ?3, next_seq = next_seq + ?4
-                 WHERE tguid = ?1",
+                 WHERE tguid = ?1 RETURNING id",
             )?;
             let mut notify = tx.prepare_cached(
-                "INSERT INTO notifications (tguid, seq, webhook_id, operation, status, body, created_at)
-                 VALUES (?1, ?2, ?3, 'ENROLL', ?4, ?5, ?6)",
+                "INSERT INTO notifications (tx, tguid, seq, webhook_id, operation, status, body, created_at)
+                 VALUES (?7, ?1, ?2, ?3, 'ENROLL', ?4, ?5, ?6)",
             )?;
             let mut deliver = tx.prepare_cached(
-                "INSERT INTO deliveries (notification_id, endpoint_id, tguid, seq, status, ready, next_attempt_at)
-                 VALUES (?1, 'bench', ?2, ?3, 'pending', 1, ?4)",
+                "INSERT INTO deliveries (notification_id, endpoint_id, tx, tguid, seq, status, ready, next_attempt_at)
+                 VALUES (?1, 'bench', ?5, ?2, ?3, 'pending', 1, ?4)",
             )?;
             let mut delivered = tx.prepare_cached(
                 "UPDATE deliveries SET status = 'delivered', ready = 0, delivered_at = ?2 WHERE id = ?1",
@@ -200,7 +200,10 @@ pub fn disk_ceiling(
                     }
                     Op::Outcome(tguid, first_seq, statuses) => {
                         let last = statuses.last().copied().unwrap_or("PROCESSING");
-                        update.execute(params![tguid, last, now, statuses.len() as i64])?;
+                        let id: i64 = update
+                            .query_row(params![tguid, last, now, statuses.len() as i64], |r| {
+                                r.get(0)
+                            })?;
                         rows += 1;
                         for (k, status) in statuses.iter().enumerate() {
                             let seq = first_seq + k as i64;
@@ -214,10 +217,11 @@ pub fn disk_ceiling(
                                 webhook_id,
                                 status,
                                 body.as_bytes(),
-                                now
+                                now,
+                                id
                             ])?;
-                            let id = tx.last_insert_rowid();
-                            deliver.execute(params![id, tguid, seq, now])?;
+                            let notification = tx.last_insert_rowid();
+                            deliver.execute(params![notification, tguid, seq, now, id])?;
                             created.push(tx.last_insert_rowid());
                             rows += 2;
                             notifications += 1;

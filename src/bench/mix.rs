@@ -1,7 +1,7 @@
 //! The realistic mix of issue 5: what each benchmark transaction is, which API calls it makes
 //! and which notifications, in which order, those calls must produce.
 //!
-//! The kind of a transaction is encoded in its tguid (`<prefix>-<index>-<code>`), so a receiver
+//! The kind of a transaction is encoded in its tguid (`<prefix>-<hex>-<index>-<code>`), so a receiver
 //! in another process can check per-transaction order from the bodies alone.
 
 /// One benchmark transaction's script.
@@ -165,9 +165,25 @@ impl Kind {
     }
 }
 
-/// The tguid of transaction `i` of a phase.
+/// The tguid of transaction `i` of a phase: `<prefix>-<16 hex digits>-<index>-<kind>`.
+///
+/// GBDS tguids are UUIDs, which arrive in no order; the hex part (a bijective scramble of the
+/// index) gives these the same spread, so every index the service keeps on tguids is written
+/// at random places as in production, not appended to as consecutive numbers would be.
 pub fn tguid(prefix: &str, i: u64) -> String {
-    format!("{prefix}-{i}-{}", Kind::for_index(i).code())
+    format!(
+        "{prefix}-{:016x}-{i}-{}",
+        scramble(i),
+        Kind::for_index(i).code()
+    )
+}
+
+/// A bijection on u64 with good mixing (the SplitMix64 finalizer).
+fn scramble(i: u64) -> u64 {
+    let mut z = i.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Calls and notifications that transactions `first..first + count` make.
