@@ -211,13 +211,32 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn migration_3_keeps_every_notification_and_never_reuses_a_notification_id() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..2] {
+    /// An in-memory database with the first `version` migrations applied.
+    fn database_at(version: usize) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..version] {
             conn.execute_batch(sql).unwrap();
         }
-        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.pragma_update(None, "user_version", version).unwrap();
+        conn
+    }
+
+    /// The two columns of every row a query returns.
+    fn pairs<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
+        conn: &Connection,
+        sql: &str,
+    ) -> Vec<(A, B)> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn migration_3_keeps_every_notification_and_never_reuses_a_notification_id() {
+        let mut conn = database_at(2);
         conn.execute_batch(
             "INSERT INTO notifications (id, tguid, seq, webhook_id, operation, status, body, created_at)
              VALUES (7, 't', 1, 'msg_a', 'ENROLL', 'ENROLLED', X'7B7D', 1),
@@ -226,13 +245,10 @@ mod tests {
         )
         .unwrap();
         migrate(&mut conn).unwrap();
-        let kept: Vec<(i64, String)> = conn
-            .prepare("SELECT id, webhook_id FROM notifications ORDER BY id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let kept: Vec<(i64, String)> = pairs(
+            &conn,
+            "SELECT id, webhook_id FROM notifications ORDER BY id",
+        );
         assert_eq!(kept, [(7, "msg_a".to_owned()), (9, "msg_b".to_owned())]);
         let (subscriptions, format): (Option<String>, String) = conn
             .query_row("SELECT subscriptions, format FROM endpoints", [], |r| {
@@ -253,11 +269,7 @@ mod tests {
 
     #[test]
     fn migration_5_links_child_rows_to_their_transaction_by_id_and_keeps_every_id() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        for sql in &MIGRATIONS[..4] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.pragma_update(None, "user_version", 4).unwrap();
+        let mut conn = database_at(4);
         conn.execute_batch(
             "INSERT INTO transactions (rowid, tguid, operation, state, created_at, updated_at, next_seq)
              VALUES (3, 'b', 'ENROLL', 'ENROLLED', 1, 2, 2), (8, 'a', 'SEARCH', 'PROCESSING', 1, 1, 1);
@@ -274,21 +286,14 @@ mod tests {
         )
         .unwrap();
         migrate(&mut conn).unwrap();
-        let ids: Vec<(i64, String)> = conn
-            .prepare("SELECT id, tguid FROM transactions ORDER BY id")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let ids: Vec<(i64, String)> =
+            pairs(&conn, "SELECT id, tguid FROM transactions ORDER BY id");
         assert_eq!(ids, [(3, "b".to_owned()), (8, "a".to_owned())]);
         let tx_of = |table: &str| -> Vec<(String, i64)> {
-            conn.prepare(&format!("SELECT tguid, tx FROM {table} ORDER BY rowid"))
-                .unwrap()
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
+            pairs(
+                &conn,
+                &format!("SELECT tguid, tx FROM {table} ORDER BY rowid"),
+            )
         };
         let b = |n| vec![("b".to_owned(), 3); n];
         assert_eq!(
