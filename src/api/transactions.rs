@@ -283,24 +283,16 @@ async fn review(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<SummaryOut>, ApiError> {
-    let caller = app.auth.check(&headers, &[Role::Review])?;
-    let req: ReviewRequest = parse_json(&read_body(body).await?)?;
-    let decision = parse_enum(
-        "decision",
-        &req.decision,
-        Decision::parse,
-        &names(Decision::ALL, Decision::as_str),
-    )?;
-    let reviewer = label("reviewer", req.reviewer)?;
-    let tguid = path_tguid(&raw_tguid)?;
-    let request = InputRequest {
-        tguid,
-        input: Input::Review(decision),
-        event_id: None,
-        actor: actor(&caller.name, reviewer),
-    };
-    let applied = app.store.apply(request).await?;
-    Ok(Json(SummaryOut::from(&applied.summary)))
+    decide(&app, &raw_tguid, &headers, body, |req: ReviewRequest| {
+        let decision = parse_enum(
+            "decision",
+            &req.decision,
+            Decision::parse,
+            &names(Decision::ALL, Decision::as_str),
+        )?;
+        Ok((Input::Review(decision), req.reviewer))
+    })
+    .await
 }
 
 async fn treatment(
@@ -309,19 +301,36 @@ async fn treatment(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<SummaryOut>, ApiError> {
-    let caller = app.auth.check(&headers, &[Role::Review])?;
-    let req: TreatmentRequest = parse_json(&read_body(body).await?)?;
-    let t = parse_enum(
-        "treatment",
-        &req.treatment,
-        Treatment::parse,
-        &names(Treatment::ALL, Treatment::as_str),
-    )?;
-    let reviewer = label("reviewer", req.reviewer)?;
-    let tguid = path_tguid(&raw_tguid)?;
+    decide(&app, &raw_tguid, &headers, body, |req: TreatmentRequest| {
+        let t = parse_enum(
+            "treatment",
+            &req.treatment,
+            Treatment::parse,
+            &names(Treatment::ALL, Treatment::as_str),
+        )?;
+        Ok((Input::Treat(t), req.reviewer))
+    })
+    .await
+}
+
+/// A reviewer's decision (MIR or ETR), checked in the contract's order: the caller, the body,
+/// the decision (`input` turns the body into the input and the optional reviewer name), the
+/// reviewer, then the tguid; then the state machine decides.
+async fn decide<R: serde::de::DeserializeOwned>(
+    app: &AppState,
+    raw_tguid: &str,
+    headers: &HeaderMap,
+    body: Body,
+    input: impl FnOnce(R) -> Result<(Input, Option<String>), ApiError>,
+) -> Result<Json<SummaryOut>, ApiError> {
+    let caller = app.auth.check(headers, &[Role::Review])?;
+    let req: R = parse_json(&read_body(body).await?)?;
+    let (input, reviewer) = input(req)?;
+    let reviewer = label("reviewer", reviewer)?;
+    let tguid = path_tguid(raw_tguid)?;
     let request = InputRequest {
         tguid,
-        input: Input::Treat(t),
+        input,
         event_id: None,
         actor: actor(&caller.name, reviewer),
     };
