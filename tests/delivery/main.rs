@@ -1,6 +1,9 @@
 //! Delivery under faults, operator actions, crash recovery and a model check of the state
 //! machine through the store (issue: delivery that never loses, reorders or floods).
 
+#[path = "../common/mod.rs"]
+#[allow(dead_code)]
+mod common;
 #[path = "../it/harness.rs"]
 #[allow(dead_code)]
 mod harness;

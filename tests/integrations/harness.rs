@@ -20,6 +20,9 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
+
+pub use crate::common::Answer;
+use crate::common::{merge, run_service};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
@@ -94,17 +97,6 @@ lease = "10s"
     toml::to_string(&table).expect("a TOML table serializes")
 }
 
-fn merge(into: &mut toml::Table, from: toml::Table) {
-    for (key, value) in from {
-        match (into.get_mut(&key), value) {
-            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
-            (_, value) => {
-                into.insert(key, value);
-            }
-        }
-    }
-}
-
 impl App {
     /// Starts the service on a fresh database with the test configuration and `extra_toml`.
     pub async fn start(extra_toml: &str) -> App {
@@ -118,15 +110,8 @@ impl App {
             .await
             .expect("a port on 127.0.0.1");
         let addr = listener.local_addr().expect("a bound address");
-        let config = dir.path().join("gbds-notifier.toml");
-        std::fs::write(&config, config_toml(addr, &Self::db(&dir), extra_toml))
-            .expect("the config file is written");
-        let settings = gbds_notifier::config::load(Some(&config), |_| None)
-            .unwrap_or_else(|e| panic!("the test configuration is refused: {e}"));
-        let (shutdown, stop) = oneshot::channel::<()>();
-        let running = tokio::spawn(gbds_notifier::run(settings, listener, async move {
-            let _ = stop.await;
-        }));
+        let config = config_toml(addr, &Self::db(&dir), extra_toml);
+        let (shutdown, running) = run_service(dir.path(), listener, &config);
         App {
             api: Api::new(format!("http://{addr}")),
             dir,
@@ -232,46 +217,6 @@ impl Receiver {
 
 // ---------------------------------------------------------------------------------------------
 // The REST client
-
-/// An answer: status and JSON body.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    pub body: Bytes,
-}
-
-impl Answer {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "HTTP {} with a body that is not JSON ({e}): {}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    #[track_caller]
-    pub fn ok(&self, status: u16) -> Value {
-        assert_eq!(
-            self.status,
-            status,
-            "unexpected answer: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        self.json()
-    }
-
-    /// Asserts a 422 `{"error","message"}` whose message contains `says`.
-    #[track_caller]
-    pub fn invalid(&self, says: &str) {
-        let body = self.ok(422);
-        assert_eq!(body["error"], "invalid_request", "{body}");
-        let message = body["message"].as_str().unwrap_or_default();
-        assert!(message.contains(says), "wanted {says:?} in {message:?}");
-        assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
-    }
-}
 
 #[derive(Clone)]
 pub struct Api {

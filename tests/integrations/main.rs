@@ -12,6 +12,9 @@
 //!   once, checked exactly and snapshotted (`snapshots/`) for a person to review.
 
 mod cloudevents;
+#[path = "../common/mod.rs"]
+#[allow(dead_code)]
+mod common;
 mod feed;
 mod harness;
 mod rabbitmq;

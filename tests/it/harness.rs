@@ -15,6 +15,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Router;
 use serde_json::Value;
+
+pub use crate::common::Answer;
+use crate::common::{merge, run_service};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
@@ -84,17 +87,6 @@ url = "{receiver_url}"
     toml::to_string(&table).expect("a TOML table serializes")
 }
 
-fn merge(into: &mut toml::Table, from: toml::Table) {
-    for (key, value) in from {
-        match (into.get_mut(&key), value) {
-            (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
-            (_, value) => {
-                into.insert(key, value);
-            }
-        }
-    }
-}
-
 /// A port nobody listens on right now (for the child process, which binds it itself).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -124,23 +116,13 @@ pub async fn spawn_app(extra_toml: &str) -> TestApp {
         .await
         .expect("a port on 127.0.0.1");
     let addr = listener.local_addr().expect("a bound address");
-    let config = dir.path().join("gbds-notifier.toml");
-    std::fs::write(
-        &config,
-        config_toml(
-            addr,
-            &dir.path().join("notifier.db"),
-            &receiver.url,
-            extra_toml,
-        ),
-    )
-    .expect("the config file is written");
-    let settings = gbds_notifier::config::load(Some(&config), |_| None)
-        .unwrap_or_else(|e| panic!("the test configuration is refused: {e}"));
-    let (shutdown, stop) = oneshot::channel::<()>();
-    let running = tokio::spawn(gbds_notifier::run(settings, listener, async move {
-        let _ = stop.await;
-    }));
+    let config = config_toml(
+        addr,
+        &dir.path().join("notifier.db"),
+        &receiver.url,
+        extra_toml,
+    );
+    let (shutdown, running) = run_service(dir.path(), listener, &config);
     TestApp {
         api: Api::new(format!("http://{addr}")),
         receiver,
@@ -286,60 +268,6 @@ impl Drop for ServiceProcess {
 
 // ---------------------------------------------------------------------------------------------
 // The REST client
-
-/// An answer from the service: status and raw body.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    pub body: Bytes,
-}
-
-impl Answer {
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "HTTP {} answered with a body that is not JSON ({e}): {:?}",
-                self.status,
-                String::from_utf8_lossy(&self.body)
-            )
-        })
-    }
-
-    /// Asserts a successful answer and returns its JSON.
-    #[track_caller]
-    pub fn ok(&self, status: u16) -> Value {
-        assert_eq!(
-            self.status,
-            status,
-            "unexpected answer: {}",
-            String::from_utf8_lossy(&self.body)
-        );
-        self.json()
-    }
-
-    /// Asserts a refusal: the status and `{"error": code, "message": <non-empty string>}`,
-    /// nothing more.
-    #[track_caller]
-    pub fn refused(&self, status: u16, code: &str) {
-        let text = String::from_utf8_lossy(&self.body);
-        assert_eq!(self.status, status, "wanted {status} {code}, got: {text}");
-        let body = self.json();
-        let object = body
-            .as_object()
-            .unwrap_or_else(|| panic!("the error body is not an object: {text}"));
-        assert_eq!(
-            object.get("error").and_then(Value::as_str),
-            Some(code),
-            "wrong error code: {text}"
-        );
-        let message = object.get("message").and_then(Value::as_str);
-        assert!(
-            message.is_some_and(|m| !m.trim().is_empty()),
-            "the error has no message for a person: {text}"
-        );
-        assert_eq!(object.len(), 2, "the error body has extra fields: {text}");
-    }
-}
 
 /// A REST client for one service; calls never go through an environment proxy.
 #[derive(Clone)]

@@ -7,6 +7,9 @@
 //! - `restart`: the real binary killed (SIGKILL) or stopped (SIGTERM) with deliveries owed.
 //! - `states`: the generated `states/` directory is up to date.
 
+#[path = "../common/mod.rs"]
+#[allow(dead_code)]
+mod common;
 mod delivery;
 mod harness;
 mod refusals;
