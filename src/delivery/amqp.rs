@@ -11,6 +11,8 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 
+use super::Outgoing;
+
 /// `[amqp] url` when not set: the local broker's default vhost with the guest account.
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// `[amqp] exchange` when not set.
@@ -27,22 +29,9 @@ pub fn routing_key(operation: &str, status: &str) -> String {
     )
 }
 
-/// What a notification contributes to its message.
-#[derive(Debug, Clone, Copy)]
-pub struct Message<'a> {
-    pub webhook_id: &'a str,
-    pub tguid: &'a str,
-    pub operation: &'a str,
-    pub status: &'a str,
-    /// When the notification was recorded (Unix ms).
-    pub created_at: i64,
-    /// The exact CONTRACT §3 body.
-    pub body: &'a [u8],
-}
-
 /// The message properties: persistent, JSON, the webhook-id as `message_id` (consumers
 /// de-duplicate on it, as HTTP receivers do), the tguid as `correlation_id`.
-pub fn properties(m: &Message<'_>) -> BasicProperties {
+pub fn properties(m: &Outgoing<'_>) -> BasicProperties {
     BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(2)
@@ -196,7 +185,7 @@ impl AmqpSink {
 
     /// Publishes one notification and waits for the broker's confirm. `Ok` only on an ack;
     /// the error says what happened, for the delivery's `last_error`.
-    pub async fn publish(&self, m: &Message<'_>) -> Result<(), String> {
+    pub async fn publish(&self, m: &Outgoing<'_>) -> Result<(), String> {
         let (channel, generation) = self.channel().await?;
         let key = routing_key(m.operation, m.status);
         let sent = tokio::time::timeout(self.publish_timeout, async {
@@ -254,7 +243,7 @@ mod tests {
 
     #[test]
     fn messages_are_persistent_json_with_the_webhook_id_and_the_tguid() {
-        let p = properties(&Message {
+        let p = properties(&Outgoing {
             webhook_id: "msg_1",
             tguid: "tg-1",
             operation: "ENROLL",

@@ -5,6 +5,8 @@
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::Outgoing;
+
 /// The `Content-Type` of a structured-mode CloudEvent over HTTP.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 
@@ -36,19 +38,6 @@ impl Format {
             Format::CloudEvents => "cloudevents",
         }
     }
-}
-
-/// What a notification contributes to its event.
-#[derive(Debug, Clone, Copy)]
-pub struct Notice<'a> {
-    pub webhook_id: &'a str,
-    pub tguid: &'a str,
-    pub operation: &'a str,
-    pub status: &'a str,
-    /// When the notification was recorded (Unix ms).
-    pub created_at: i64,
-    /// The exact CONTRACT §3 body.
-    pub body: &'a [u8],
 }
 
 /// Field order is the wire order: the required attributes first, as the spec lists them.
@@ -91,7 +80,7 @@ pub fn check_source(source: &str) -> Result<(), String> {
 
 /// The event as sent: compact JSON, `data` the body byte for byte. Fails only when the
 /// stored body is not JSON, which the store never records.
-pub fn render(source: &str, n: &Notice<'_>) -> Result<Vec<u8>, serde_json::Error> {
+pub fn render(source: &str, n: &Outgoing<'_>) -> Result<Vec<u8>, serde_json::Error> {
     let text = std::str::from_utf8(n.body).map_err(serde::de::Error::custom)?;
     let data: &RawValue = serde_json::from_str(text)?;
     serde_json::to_vec(&Structured {
@@ -110,8 +99,8 @@ pub fn render(source: &str, n: &Notice<'_>) -> Result<Vec<u8>, serde_json::Error
 mod tests {
     use super::*;
 
-    fn notice(body: &[u8]) -> Notice<'_> {
-        Notice {
+    fn notice(body: &[u8]) -> Outgoing<'_> {
+        Outgoing {
             webhook_id: "msg_0019a8b1c2d3e4f5a6b7c8d9e0f1",
             tguid: "tg-1",
             operation: "TREAT_EXCEPTION",

@@ -116,6 +116,33 @@ impl Targets {
     }
 }
 
+/// What a notification contributes to what is sent for it: the CloudEvent that carries it, or
+/// the AMQP message and its properties.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub webhook_id: &'a str,
+    pub tguid: &'a str,
+    pub operation: &'a str,
+    pub status: &'a str,
+    /// When the notification was recorded (Unix ms).
+    pub created_at: i64,
+    /// The exact CONTRACT §3 body.
+    pub body: &'a [u8],
+}
+
+impl<'a> Outgoing<'a> {
+    pub fn of(d: &'a ClaimedDelivery) -> Self {
+        Outgoing {
+            webhook_id: &d.webhook_id,
+            tguid: &d.tguid,
+            operation: &d.operation,
+            status: &d.status,
+            created_at: d.created_at,
+            body: &d.body,
+        }
+    }
+}
+
 /// Sends what the store has claimed; one per service.
 pub struct Dispatcher {
     store: Store,
@@ -250,15 +277,7 @@ impl Dispatcher {
         let (content_type, body) = match target.format {
             cloudevents::Format::Gbds => ("application/json", d.body.to_vec()),
             cloudevents::Format::CloudEvents => {
-                let notice = cloudevents::Notice {
-                    webhook_id: &d.webhook_id,
-                    tguid: &d.tguid,
-                    operation: &d.operation,
-                    status: &d.status,
-                    created_at: d.created_at,
-                    body: &d.body,
-                };
-                match cloudevents::render(&self.settings.cloudevents_source, &notice) {
+                match cloudevents::render(&self.settings.cloudevents_source, &Outgoing::of(&d)) {
                     Ok(event) => (cloudevents::CONTENT_TYPE, event),
                     Err(e) => {
                         return Completion::Dead {
@@ -347,15 +366,7 @@ impl Dispatcher {
     /// One publish to the RabbitMQ sink: a broker ack is a delivery (recorded with status
     /// 200), a nack, a timeout or a connection error a failed attempt, retried on schedule.
     async fn publish(&self, sink: &amqp::AmqpSink, d: ClaimedDelivery) -> Completion {
-        let message = amqp::Message {
-            webhook_id: &d.webhook_id,
-            tguid: &d.tguid,
-            operation: &d.operation,
-            status: &d.status,
-            created_at: d.created_at,
-            body: &d.body,
-        };
-        match sink.publish(&message).await {
+        match sink.publish(&Outgoing::of(&d)).await {
             Ok(()) => Completion::Delivered {
                 id: d.id,
                 http_status: 200,
