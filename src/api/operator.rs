@@ -131,6 +131,14 @@ struct Affected {
     affected: usize,
 }
 
+impl From<crate::store::AdminDone> for Json<Affected> {
+    fn from(done: crate::store::AdminDone) -> Self {
+        Json(Affected {
+            affected: done.affected,
+        })
+    }
+}
+
 async fn retry_delivery(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -141,9 +149,7 @@ async fn retry_delivery(
         .parse()
         .map_err(|_| ApiError::invalid(format!("delivery id {id:?} is not a number")))?;
     let done = app.store.admin(AdminOp::RetryDelivery { id }).await?;
-    Ok(Json(Affected {
-        affected: done.affected,
-    }))
+    Ok(done.into())
 }
 
 #[derive(Deserialize)]
@@ -177,9 +183,7 @@ async fn recover(
             since,
         })
         .await?;
-    Ok(Json(Affected {
-        affected: done.affected,
-    }))
+    Ok(done.into())
 }
 
 #[derive(Deserialize, Default)]
@@ -210,9 +214,7 @@ async fn renotify(
             endpoint_id: req.endpoint,
         })
         .await?;
-    Ok(Json(Affected {
-        affected: done.affected,
-    }))
+    Ok(done.into())
 }
 
 #[derive(Serialize)]
@@ -419,7 +421,5 @@ async fn delete_endpoint(
         .admin(AdminOp::DeleteEndpoint { id: id.clone() })
         .await?;
     app.targets.remove(&id);
-    Ok(Json(Affected {
-        affected: done.affected,
-    }))
+    Ok(done.into())
 }
