@@ -84,7 +84,6 @@ enum PassAborted {
     CannotBegin(String),
     /// An optimistic pass met a command that failed after writing; it was rolled back.
     CommandFailed,
-    Unexpected(String),
 }
 
 /// Whether a failed command failed before it wrote anything: the refusals of the state
@@ -276,7 +275,7 @@ impl Writer {
                 });
                 (outcomes, woke, commit_error)
             }
-            Err(PassAborted::CannotBegin(e)) | Err(PassAborted::Unexpected(e)) => {
+            Err(PassAborted::CannotBegin(e)) => {
                 for c in batch.drain(..) {
                     refuse(c, &e);
                 }
@@ -324,12 +323,7 @@ impl Writer {
             woke |= done.woke;
             outcomes.push(done.outcome);
         }
-        if outcomes.len() != batch.len() {
-            self.rollback();
-            return Err(PassAborted::Unexpected(
-                "a command produced no outcome".into(),
-            ));
-        }
+        // One outcome per command, in order: the replies are zipped with the batch.
         Ok((outcomes, woke))
     }
 
