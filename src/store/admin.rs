@@ -7,15 +7,22 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::config::Secret;
 
+use super::leases::Leases;
 use super::{AdminDone, AdminOp, WriteError};
 
-pub(super) fn run(conn: &Connection, op: &AdminOp, now: i64) -> Result<AdminDone, WriteError> {
+/// The database and what the writer knows beside it: which deliveries are in flight.
+pub(super) struct Outbox<'a> {
+    pub conn: &'a Connection,
+    pub leases: &'a Leases,
+    pub now: i64,
+}
+
+pub(super) fn run(outbox: &Outbox, op: &AdminOp) -> Result<AdminDone, WriteError> {
+    let (conn, now) = (outbox.conn, outbox.now);
     match op {
-        AdminOp::RetryDelivery { id } => retry_delivery(conn, *id, now),
-        AdminOp::Recover { endpoint_id, since } => recover(conn, endpoint_id, *since, now),
-        AdminOp::Renotify { tguid, endpoint_id } => {
-            renotify(conn, tguid, endpoint_id.as_deref(), now)
-        }
+        AdminOp::RetryDelivery { id } => retry_delivery(outbox, *id),
+        AdminOp::Recover { endpoint_id, since } => recover(outbox, endpoint_id, *since),
+        AdminOp::Renotify { tguid, endpoint_id } => renotify(outbox, tguid, endpoint_id.as_deref()),
         AdminOp::CreateEndpoint {
             id,
             url,
@@ -69,33 +76,42 @@ fn done(affected: usize) -> AdminDone {
 /// Makes the queue of (tguid, endpoint) consistent again: its first pending delivery is the
 /// only claimable one, unless one of its deliveries is in flight (that one stays, and its
 /// completion promotes the first pending one).
-fn recompute_head(conn: &Connection, tx: i64, endpoint_id: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE deliveries SET ready = CASE
-             WHEN leased = 1 THEN 1
-             WHEN EXISTS (SELECT 1 FROM deliveries WHERE tx = ?1 AND endpoint_id = ?2
-                          AND status = 'pending' AND leased = 1) THEN 0
-             WHEN id = (SELECT id FROM deliveries WHERE tx = ?1 AND endpoint_id = ?2
-                        AND status = 'pending' ORDER BY seq LIMIT 1) THEN 1
-             ELSE 0 END
-         WHERE tx = ?1 AND endpoint_id = ?2 AND status = 'pending'",
-    )?
-    .execute(params![tx, endpoint_id])?;
+fn recompute_head(outbox: &Outbox, tx: i64, endpoint_id: &str) -> rusqlite::Result<()> {
+    let conn = outbox.conn;
+    let pending: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM deliveries WHERE tx = ?1 AND endpoint_id = ?2 AND status = 'pending' ORDER BY seq",
+        )?
+        .query_map(params![tx, endpoint_id], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let in_flight: Vec<i64> = pending
+        .iter()
+        .copied()
+        .filter(|&id| outbox.leases.held(id, outbox.now))
+        .collect();
+    let heads = if in_flight.is_empty() {
+        pending.first().copied().into_iter().collect()
+    } else {
+        in_flight
+    };
+    let mut set =
+        conn.prepare_cached("UPDATE deliveries SET ready = ?2 WHERE id = ?1 AND ready != ?2")?;
+    for id in pending {
+        set.execute(params![id, heads.contains(&id)])?;
+    }
     Ok(())
 }
 
-fn retry_delivery(conn: &Connection, id: i64, now: i64) -> Result<AdminDone, WriteError> {
-    let row: Option<(String, String, String, bool, i64)> = conn
-        .prepare_cached(
-            "SELECT tguid, endpoint_id, status, leased, tx FROM deliveries WHERE id = ?1",
-        )?
-        .query_row([id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
+fn retry_delivery(outbox: &Outbox, id: i64) -> Result<AdminDone, WriteError> {
+    let (conn, now) = (outbox.conn, outbox.now);
+    let row: Option<(String, String, String, i64)> = conn
+        .prepare_cached("SELECT tguid, endpoint_id, status, tx FROM deliveries WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()?;
-    let Some((tguid, endpoint_id, status, leased, tx)) = row else {
+    let Some((tguid, endpoint_id, status, tx)) = row else {
         return Err(WriteError::Missing(format!("no delivery with id {id}")));
     };
+    let leased = outbox.leases.held(id, now);
     match (status.as_str(), leased) {
         ("delivered", _) => {
             return Err(WriteError::Conflict(format!(
@@ -110,10 +126,10 @@ fn retry_delivery(conn: &Connection, id: i64, now: i64) -> Result<AdminDone, Wri
         _ => {}
     }
     conn.prepare_cached(
-        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2, leased = 0 WHERE id = ?1",
+        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?2 WHERE id = ?1",
     )?
     .execute(params![id, now])?;
-    recompute_head(conn, tx, &endpoint_id)?;
+    recompute_head(outbox, tx, &endpoint_id)?;
     Ok(done(1))
 }
 
@@ -123,12 +139,8 @@ fn endpoint_source(conn: &Connection, id: &str) -> rusqlite::Result<Option<Strin
         .optional()
 }
 
-fn recover(
-    conn: &Connection,
-    endpoint_id: &str,
-    since: i64,
-    now: i64,
-) -> Result<AdminDone, WriteError> {
+fn recover(outbox: &Outbox, endpoint_id: &str, since: i64) -> Result<AdminDone, WriteError> {
+    let (conn, now) = (outbox.conn, outbox.now);
     if endpoint_source(conn, endpoint_id)?.is_none() {
         return Err(WriteError::Missing(format!(
             "no endpoint with id {endpoint_id}"
@@ -147,17 +159,17 @@ fn recover(
         )?
         .execute(params![endpoint_id, since, now])?;
     for tx in txs {
-        recompute_head(conn, tx, endpoint_id)?;
+        recompute_head(outbox, tx, endpoint_id)?;
     }
     Ok(done(n))
 }
 
 fn renotify(
-    conn: &Connection,
+    outbox: &Outbox,
     tguid: &str,
     endpoint_id: Option<&str>,
-    now: i64,
 ) -> Result<AdminDone, WriteError> {
+    let (conn, now) = (outbox.conn, outbox.now);
     let tx: Option<i64> = conn
         .prepare_cached("SELECT id FROM transactions WHERE tguid = ?1")?
         .query_row([tguid], |r| r.get(0))
@@ -205,7 +217,7 @@ fn renotify(
         .query_map(params![tx, endpoint_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for e in &endpoints {
-        recompute_head(conn, tx, e)?;
+        recompute_head(outbox, tx, e)?;
     }
     let queued: i64 = conn
         .prepare_cached(
@@ -307,10 +319,11 @@ fn update_endpoint(
                 "UPDATE endpoints SET enabled = 1, disabled_reason = NULL, failing_since = NULL, updated_at = ?2 WHERE id = ?1",
             )?
             .execute(params![id, now])?;
-            // Its backlog resumes now, in order: the heads of its queues fall due.
+            // Its backlog resumes now, in order: the heads of its queues fall due. (One in
+            // flight is held by its lease, whatever its due time says.)
             conn.prepare_cached(
                 "UPDATE deliveries SET next_attempt_at = ?2
-                 WHERE endpoint_id = ?1 AND status = 'pending' AND ready = 1 AND leased = 0",
+                 WHERE endpoint_id = ?1 AND status = 'pending' AND ready = 1",
             )?
             .execute(params![id, now])?;
         }
@@ -346,7 +359,7 @@ fn delete_endpoint(conn: &Connection, id: &str, now: i64) -> Result<AdminDone, W
     // What it had not received stays visible as dead (and recoverable if it comes back).
     let n = conn
         .prepare_cached(
-            "UPDATE deliveries SET status = 'dead', ready = 0, leased = 0, last_error = 'endpoint deleted', last_attempt_at = ?2
+            "UPDATE deliveries SET status = 'dead', ready = 0, last_error = 'endpoint deleted', last_attempt_at = ?2
              WHERE endpoint_id = ?1 AND status = 'pending'",
         )?
         .execute(params![id, now])?;

@@ -3,6 +3,7 @@
 //! the commit that holds it.
 
 mod admin;
+mod leases;
 mod reader;
 mod schema;
 mod writer;
@@ -144,6 +145,18 @@ pub enum Completion {
         id: i64,
         endpoint_id: String,
     },
+}
+
+impl Completion {
+    /// The delivery it reports on.
+    pub fn id(&self) -> i64 {
+        match self {
+            Completion::Delivered { id, .. }
+            | Completion::Retry { id, .. }
+            | Completion::Dead { id, .. }
+            | Completion::Gone { id, .. } => *id,
+        }
+    }
 }
 
 /// An operator action (see `admin`).

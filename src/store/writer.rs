@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, Notify};
 
+use super::leases::Leases;
 use super::{
     admin, AdminDone, ApiEndpoint, Applied, ClaimBudget, Claimed, ClaimedDelivery, Command,
     Completion, ConfigEndpointOptions, InputRequest, Registered, StoreOptions, TxSummary,
@@ -128,6 +129,11 @@ struct Writer {
     /// The endpoints a new notification may be queued for (config and API ones), each with
     /// what it subscribed to: it gets a delivery only when its subscriptions match.
     fanout: Vec<(String, Subscriptions)>,
+    /// The deliveries the dispatcher holds (claimed, not completed).
+    leases: Leases,
+    /// What `PRAGMA synchronous` is now: FULL (true) or NORMAL. Batches that acknowledge a
+    /// call commit FULL (when configured); the others need no fsync of their own.
+    synced_full: bool,
 }
 
 /// Reads the active endpoints and their subscriptions (a JSON list of patterns; NULL: all).
@@ -222,10 +228,13 @@ pub(super) fn spawn(
                 tracing::error!(error = %e, "cannot read the endpoint list");
                 Vec::new()
             });
+            let synced_full = options.synchronous_full;
             let mut writer = Writer {
                 conn,
                 options,
                 fanout,
+                leases: Leases::default(),
+                synced_full,
             };
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while let Some(first) = commands.blocking_recv() {
@@ -259,6 +268,13 @@ impl Writer {
     fn run_batch(&mut self, batch: &mut Vec<Command>) -> bool {
         let now = now_ms();
         tracing::trace!(commands = batch.len(), "write batch");
+        if let Err(e) = self.sync_for(batch) {
+            tracing::error!(error = %e, "cannot set PRAGMA synchronous; the batch is refused");
+            for c in batch.drain(..) {
+                refuse(c, &format!("storage error: {e}"));
+            }
+            return false;
+        }
         let mut result = self.run_pass(batch, now, Isolation::Optimistic);
         if let Err(PassAborted::CommandFailed) = result {
             tracing::warn!(
@@ -327,6 +343,35 @@ impl Writer {
         Ok((outcomes, woke))
     }
 
+    /// Sets how the batch's COMMIT syncs. A batch that answers a call (a registration, an
+    /// input, an operator action) is made durable as configured: with FULL, the WAL is synced
+    /// before anyone is answered. A batch of only delivery results (and claims, which write
+    /// nothing) commits NORMAL: no fsync of its own. Should the machine lose power before the
+    /// next synced commit, those results are lost and the deliveries are sent again, which
+    /// at-least-once delivery allows; a FULL commit syncs the whole WAL, so it makes every
+    /// earlier commit durable too, and SQLite keeps NORMAL commits consistent in WAL mode.
+    fn sync_for(&mut self, batch: &[Command]) -> rusqlite::Result<()> {
+        let answers_a_call = batch.iter().any(|c| {
+            matches!(
+                c,
+                Command::Register { .. } | Command::Apply { .. } | Command::Admin { .. }
+            )
+        });
+        let full = answers_a_call && self.options.synchronous_full;
+        if full != self.synced_full {
+            // Until the switch is known to have happened, assume the weaker mode is in force,
+            // so that a FULL batch tries again rather than commit unsynced.
+            self.synced_full = false;
+            self.statement(if full {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            })?;
+            self.synced_full = full;
+        }
+        Ok(())
+    }
+
     fn rollback(&self) {
         if let Err(e) = self.statement("ROLLBACK") {
             tracing::error!(error = %e, "rollback failed");
@@ -362,7 +407,12 @@ impl Writer {
             }
             Command::Shutdown => done(Outcome::Done, true, false),
             Command::Admin { op, .. } => {
-                let r = admin::run(&self.conn, op, now);
+                let outbox = admin::Outbox {
+                    conn: &self.conn,
+                    leases: &self.leases,
+                    now,
+                };
+                let r = admin::run(&outbox, op);
                 let ok = r.is_ok();
                 if ok
                     && matches!(
@@ -400,8 +450,8 @@ impl Writer {
                 }
             },
             Command::Release { ids, .. } => {
-                let ok = self.release(ids, now).is_ok();
-                done(Outcome::Done, ok, ok)
+                self.release(ids);
+                done(Outcome::Done, true, true)
             }
         }
     }
@@ -637,14 +687,14 @@ impl Writer {
     }
 
     fn claim(
-        &self,
+        &mut self,
         limit: usize,
         lease_ms: i64,
         budget: &ClaimBudget,
         now: i64,
     ) -> rusqlite::Result<Claimed> {
-        let mut deliveries = Vec::new();
-        // One query per enabled endpoint, each bounded by that endpoint's free slots: a slow
+        let mut chosen: Vec<i64> = Vec::new();
+        // One scan per enabled endpoint, each bounded by that endpoint's free slots: a slow
         // endpoint's backlog cannot fill a claim, and a disabled one's is never even read.
         let endpoints: Vec<String> = self
             .conn
@@ -654,17 +704,14 @@ impl Writer {
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         let mut next_due: Option<i64> = None;
-        let mut due = self.conn.prepare_cached(
-            "SELECT d.id, d.endpoint_id, d.tguid, d.seq, d.attempts, n.webhook_id, n.body,
-                    n.operation, n.status, n.created_at
-             FROM deliveries d INDEXED BY deliveries_due_by_endpoint
-             JOIN notifications n ON n.id = d.notification_id
-             WHERE d.endpoint_id = ?1 AND d.status = 'pending' AND d.ready = 1 AND d.next_attempt_at <= ?2
-             ORDER BY d.next_attempt_at",
-        )?;
-        let mut first_due = self.conn.prepare_cached(
-            "SELECT min(next_attempt_at) FROM deliveries INDEXED BY deliveries_due_by_endpoint
-             WHERE endpoint_id = ?1 AND status = 'pending' AND ready = 1",
+        let mut note_due = |at: i64| next_due = Some(next_due.map_or(at, |d: i64| d.min(at)));
+        // The queue heads, by due time, from the index alone (id and due time are in it). The
+        // ones in flight are the oldest and come first; they are skipped, and their lease ends
+        // count as due times.
+        let mut heads = self.conn.prepare_cached(
+            "SELECT id, next_attempt_at FROM deliveries INDEXED BY deliveries_due_by_endpoint
+             WHERE endpoint_id = ?1 AND status = 'pending' AND ready = 1
+             ORDER BY next_attempt_at",
         )?;
         // Start at a different endpoint each time, so none is always served first.
         let start = if endpoints.is_empty() {
@@ -674,43 +721,50 @@ impl Writer {
         };
         for endpoint in endpoints.iter().cycle().skip(start).take(endpoints.len()) {
             let slots = budget.busy.get(endpoint).copied().unwrap_or(budget.default);
-            let take = slots.min(limit - deliveries.len());
-            if take > 0 {
-                // No `LIMIT ?`: SQLite re-prepares a statement whose LIMIT is a bound parameter
-                // every time the value changes. The index yields rows in order, so stopping
-                // after `take` of them reads no more than a LIMIT would.
-                let rows = due.query_map(params![endpoint, now], |r| {
-                    Ok(ClaimedDelivery {
-                        id: r.get(0)?,
-                        endpoint_id: r.get(1)?,
-                        tguid: r.get(2)?,
-                        seq: r.get(3)?,
-                        attempts: r.get(4)?,
-                        webhook_id: r.get(5)?,
-                        body: Arc::from(r.get::<_, Vec<u8>>(6)?),
-                        operation: r.get(7)?,
-                        status: r.get(8)?,
-                        created_at: r.get(9)?,
-                    })
-                })?;
-                for row in rows.take(take) {
-                    deliveries.push(row?);
+            let mut take = slots.min(limit - chosen.len());
+            let mut rows = heads.query([endpoint])?;
+            while let Some(row) = rows.next()? {
+                let (id, due): (i64, i64) = (row.get(0)?, row.get(1)?);
+                if let Some(end) = self.leases.held_until(id, now) {
+                    note_due(end);
+                    continue;
                 }
+                if due > now || take == 0 {
+                    // Not due yet, or due with no slot left: either way the next look is then.
+                    note_due(due);
+                    break;
+                }
+                chosen.push(id);
+                take -= 1;
             }
         }
-        let mut lease = self.conn.prepare_cached(
-            "UPDATE deliveries SET leased = 1, next_attempt_at = ?2 WHERE id = ?1",
+        let mut load = self.conn.prepare_cached(
+            "SELECT d.endpoint_id, d.tguid, d.seq, d.attempts, n.webhook_id, n.body,
+                    n.operation, n.status, n.created_at
+             FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+             WHERE d.id = ?1",
         )?;
-        for d in &deliveries {
-            lease.execute(params![d.id, now + lease_ms])?;
+        let mut deliveries = Vec::with_capacity(chosen.len());
+        for id in chosen {
+            deliveries.push(load.query_row([id], |r| {
+                Ok(ClaimedDelivery {
+                    id,
+                    endpoint_id: r.get(0)?,
+                    tguid: r.get(1)?,
+                    seq: r.get(2)?,
+                    attempts: r.get(3)?,
+                    webhook_id: r.get(4)?,
+                    body: Arc::from(r.get::<_, Vec<u8>>(5)?),
+                    operation: r.get(6)?,
+                    status: r.get(7)?,
+                    created_at: r.get(8)?,
+                })
+            })?);
         }
-        // After the leases above, so that what was just claimed counts at its lease end.
-        for endpoint in &endpoints {
-            let first: Option<i64> = first_due.query_row([endpoint], |r| r.get(0))?;
-            next_due = match (next_due, first) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+        self.leases.sweep(now);
+        for d in &deliveries {
+            self.leases.hold(d.id, now + lease_ms);
+            note_due(now + lease_ms);
         }
         Ok(Claimed {
             deliveries,
@@ -780,9 +834,10 @@ impl Writer {
         Ok(())
     }
 
-    fn complete(&self, completions: &[Completion], now: i64) -> rusqlite::Result<bool> {
+    fn complete(&mut self, completions: &[Completion], now: i64) -> rusqlite::Result<bool> {
         let mut woke = false;
         for c in completions {
+            self.leases.end(c.id());
             match c {
                 Completion::Delivered { id, http_status } => {
                     woke |= self.finish(*id, "delivered", Some(*http_status), None, now)?;
@@ -837,14 +892,12 @@ impl Writer {
         Ok(woke)
     }
 
-    fn release(&self, ids: &[i64], now: i64) -> rusqlite::Result<()> {
-        let mut stmt = self.conn.prepare_cached(
-            "UPDATE deliveries SET leased = 0, next_attempt_at = ?2 WHERE id = ?1 AND leased = 1",
-        )?;
+    /// Gives leases back: the deliveries keep their due times, which have passed, so they are
+    /// claimable at once (by the next process, at shutdown).
+    fn release(&mut self, ids: &[i64]) {
         for id in ids {
-            stmt.execute(params![id, now])?;
+            self.leases.end(*id);
         }
-        Ok(())
     }
 }
 
@@ -878,6 +931,8 @@ mod tests {
                 endpoints,
             },
             fanout,
+            leases: Leases::default(),
+            synced_full: false,
         }
     }
 
@@ -953,6 +1008,25 @@ mod tests {
         assert_eq!(
             count(&w, "SELECT count(*) FROM deliveries WHERE ready = 1"),
             2
+        );
+    }
+
+    #[test]
+    fn the_claim_scan_reads_the_due_index_alone() {
+        let w = writer();
+        let plan: String = w
+            .conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT id, next_attempt_at FROM deliveries INDEXED BY deliveries_due_by_endpoint
+                 WHERE endpoint_id = ?1 AND status = 'pending' AND ready = 1
+                 ORDER BY next_attempt_at",
+                ["e"],
+                |r| r.get(3),
+            )
+            .unwrap();
+        assert!(
+            plan.contains("COVERING INDEX deliveries_due_by_endpoint"),
+            "{plan}"
         );
     }
 

@@ -384,3 +384,38 @@ async fn an_endpoint_failing_longer_than_disable_after_is_disabled_and_a_success
     store.shutdown().await;
     opened.writer.join().unwrap();
 }
+
+#[tokio::test]
+async fn a_delivery_being_attempted_cannot_be_retried_by_an_operator() {
+    // The receiver holds the first POST: the delivery stays in flight (leased) meanwhile.
+    let rx = FaultReceiver::start(|_, attempt| Reply {
+        delay: if attempt == 1 {
+            Duration::from_secs(2)
+        } else {
+            Duration::ZERO
+        },
+        ..Reply::ok()
+    })
+    .await;
+    let svc = spawn(&rx.url, "").await;
+    let api = &svc.api;
+    enroll(api, "tg-held", "ENROLLED").await;
+    crate::service::eventually("the POST to arrive", || async { rx.arrivals() == 1 }).await;
+    let pending = call(api, "GET", "/v1/deliveries?status=pending", None, None)
+        .await
+        .ok(200);
+    let id = pending["items"][0]["id"].as_i64().unwrap();
+    let message = call(
+        api,
+        "POST",
+        &format!("/v1/deliveries/{id}/retry"),
+        Some(REVIEW),
+        None,
+    )
+    .await
+    .refused(409, "conflict");
+    assert!(message.contains("being attempted"), "{message}");
+    // The held POST then completes as any other: delivered once.
+    rx.wait_until("the held POST", WAIT, |h| h.len() == 1).await;
+    assert_eq!(rx.delivered("tg-held").len(), 1);
+}

@@ -149,6 +149,11 @@ impl FaultReceiver {
         *self.shared.script.lock().unwrap() = Arc::new(script);
     }
 
+    /// POSTs that arrived, answered or still held by a delay.
+    pub fn arrivals(&self) -> u32 {
+        self.shared.attempts.lock().unwrap().values().sum()
+    }
+
     pub fn hits(&self) -> Vec<Hit> {
         self.shared.hits.lock().unwrap().clone()
     }
