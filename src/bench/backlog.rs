@@ -263,7 +263,6 @@ pub async fn run(
         })
     };
     let driven = driver::drive(
-        client,
         &target,
         &phase,
         Load::Closed {

@@ -1,5 +1,5 @@
-//! The load: benchmark transactions driven through the REST API with one pooled, keep-alive
-//! reqwest client, in a closed loop (C workers, each running one transaction's calls after
+//! The load: benchmark transactions driven through the REST API over keep-alive connections
+//! (`http::Pool`), in a closed loop (C workers, each running one transaction's calls after
 //! another) or an open loop (transactions started on a fixed schedule, whatever the answers).
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
+use super::http::Pool;
 use super::mix::{self, Kind, MAX_NOTIFICATIONS};
 use super::receiver::Times;
 use super::stats::now_ns;
@@ -82,19 +83,22 @@ struct Worker {
     last_ns: i64,
 }
 
-/// The pooled client all calls go through.
-pub fn client(pool: usize) -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(pool.max(1))
-        .tcp_nodelay(true)
-        .no_proxy()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("a plain HTTP client builds")
-}
+/// How long one call may take before it counts as failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Drives every transaction of `phase` to its end.
-pub async fn drive(client: &reqwest::Client, target: &Target, phase: &Phase, load: Load) -> Driven {
+pub async fn drive(target: &Target, phase: &Phase, load: Load) -> Driven {
+    let client = match Pool::new(&target.base) {
+        Ok(pool) => Arc::new(pool),
+        Err(e) => {
+            return Driven {
+                errors: phase.count,
+                first_error: Some(e.to_string()),
+                acks: vec![[0; MAX_NOTIFICATIONS]; phase.count as usize],
+                ..Driven::default()
+            }
+        }
+    };
     let target = Arc::new(target.clone());
     let prefix: Arc<str> = phase.prefix.as_str().into();
     let mut out = Driven {
@@ -154,41 +158,24 @@ pub async fn drive(client: &reqwest::Client, target: &Target, phase: &Phase, loa
 }
 
 /// One transaction's calls, in order; stops at the first failure.
-async fn transaction(
-    client: &reqwest::Client,
-    target: &Target,
-    prefix: &str,
-    i: u64,
-    w: &mut Worker,
-) {
+async fn transaction(client: &Pool, target: &Target, prefix: &str, i: u64, w: &mut Worker) {
     let kind = Kind::for_index(i);
     let tguid = mix::tguid(prefix, i);
     let mut acks = [0; MAX_NOTIFICATIONS];
     let mut recorded = 0;
     for &(call, notifications) in kind.calls() {
         let (path, body) = mix::request(call, &tguid);
-        let mut request = client
-            .post(format!("{}{path}", target.base))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body);
-        if let Some(token) = &target.token {
-            request = request.bearer_auth(token);
-        }
         let sent = Instant::now();
-        let failure = match request.send().await {
-            Ok(response) => {
-                let status = response.status();
-                let answer = response.bytes().await;
-                match answer {
-                    Ok(_) if status.is_success() => None,
-                    Ok(b) => Some(format!(
-                        "HTTP {status} on POST {path}: {}",
-                        String::from_utf8_lossy(&b)
-                    )),
-                    Err(e) => Some(format!("reading the answer to POST {path}: {e}")),
-                }
-            }
-            Err(e) => Some(format!("POST {path}: {e}")),
+        let call = client.post(&path, target.token.as_deref(), body.as_bytes());
+        let failure = match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(answer)) if (200..300).contains(&answer.status) => None,
+            Ok(Ok(answer)) => Some(format!(
+                "HTTP {} on POST {path}: {}",
+                answer.status,
+                String::from_utf8_lossy(&answer.body)
+            )),
+            Ok(Err(e)) => Some(e),
+            Err(_) => Some(format!("POST {path}: no answer in {CALL_TIMEOUT:?}")),
         };
         let at = now_ns();
         w.last_ns = at;

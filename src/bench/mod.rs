@@ -14,6 +14,7 @@
 pub mod backlog;
 pub mod baselines;
 pub mod driver;
+pub mod http;
 pub mod mix;
 pub mod receiver;
 pub mod report;
@@ -283,6 +284,8 @@ impl Observer {
 /// What every run of an invocation shares.
 struct Context {
     args: BenchArgs,
+    /// For what is not the load: health checks, the receiver's records (the load goes
+    /// through `driver`'s own connections).
     client: reqwest::Client,
     dir: PathBuf,
     /// Distinguishes this invocation's tguids from any other's in the same database.
@@ -321,7 +324,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Option<Outcome>> {
     ));
     std::fs::create_dir_all(&dir)?;
     let ctx = Context {
-        client: driver::client(args.concurrency + 8),
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(60))
+            .build()?,
         dir: dir.clone(),
         run_id: format!("b{:x}", now_ns() / 1_000_000 % 0xff_ffff),
         args,
@@ -539,7 +545,6 @@ async fn measured_service_phase(
         };
         let before = observer.unique(client).await?;
         let driven = driver::drive(
-            client,
             target,
             &phase,
             Load::Closed {
@@ -567,7 +572,7 @@ async fn measured_service_phase(
     let threads_before = stats::thread_cpu();
     let unique_before = observer.unique(client).await?;
 
-    let driven = driver::drive(client, target, &phase, load).await;
+    let driven = driver::drive(target, &phase, load).await;
 
     let acked: u64 = driven
         .acks
@@ -712,14 +717,14 @@ async fn http_ceiling(ctx: &Context, run: usize) -> anyhow::Result<RunReport> {
             first: 0,
             count: args.warmup,
         };
-        driver::drive(&ctx.client, &target, &phase, load).await;
+        driver::drive(&target, &phase, load).await;
     }
     let phase = Phase {
         prefix: format!("{}-{run}h", ctx.run_id),
         first: 0,
         count: args.transactions,
     };
-    let driven = driver::drive(&ctx.client, &target, &phase, load).await;
+    let driven = driver::drive(&target, &phase, load).await;
     tokio::task::spawn_blocking(move || drop(server)).await?;
     let (calls, notes) = mix::totals(0, args.transactions);
     let mut report = RunReport {
