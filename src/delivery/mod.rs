@@ -1,5 +1,7 @@
-//! Outbound delivery: the dispatcher claims due deliveries from the store, POSTs each body to
-//! its endpoint (signed when the endpoint has a secret) and records what came of it.
+//! Outbound delivery: the dispatcher takes the deliveries the store hands over as it commits
+//! them, and claims the others when they fall due; POSTs each body to its endpoint (signed when
+//! the endpoint has a secret) and records what came of it. The store's writer leases every
+//! delivery it hands out and bounds them by `max_in_flight` and `endpoint_concurrency`.
 
 pub mod amqp;
 pub mod auth;
@@ -14,10 +16,11 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 use crate::clock::now_ms;
 use crate::config::{DeliverySettings, EndpointSettings, Secret, SuccessRule};
-use crate::store::{ClaimBudget, ClaimedDelivery, Completion, Store};
+use crate::store::{ClaimedDelivery, Completion, Handoff, Store};
 
 /// Most deliveries claimed in one round trip to the writer.
 const CLAIM_BATCH: usize = 256;
@@ -143,7 +146,15 @@ impl<'a> Outgoing<'a> {
     }
 }
 
-/// Sends what the store has claimed; one per service.
+/// The next delivery the writer handed over; never, without a handoff.
+async fn handed_over(handoff: &mut Option<Handoff>) -> Option<ClaimedDelivery> {
+    match handoff {
+        Some(h) => h.deliveries.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends what the store hands over or has claimed; one per service.
 pub struct Dispatcher {
     store: Store,
     client: reqwest::Client,
@@ -170,60 +181,64 @@ impl Dispatcher {
         })
     }
 
-    /// Claims and sends until `stop` turns true; then lets POSTs in flight finish for up to
-    /// `grace` and gives back the leases of those that did not.
+    /// Sends what is handed over and claims what falls due until `stop` turns true; then lets
+    /// POSTs in flight finish for up to `grace` and gives back the leases of those that did not.
     pub async fn run(self, mut stop: watch::Receiver<bool>, grace: Duration) {
         let this = Arc::new(self);
-        let capacity = Arc::new(Semaphore::new(this.settings.max_in_flight));
-        // Claimed and not yet completed: delivery id -> endpoint id.
+        let mut handoff = this.store.take_handoff();
+        // Handed out and not yet completed: delivery id -> endpoint id.
         let in_flight: Arc<Mutex<HashMap<i64, String>>> = Arc::default();
         let mut tasks = JoinSet::new();
-        let lease_ms = this.settings.lease.as_millis() as i64;
+        // Claim at once: a restart finds what the last process left due.
+        let mut claim = true;
+        let mut next_look = Instant::now();
         while !*stop.borrow() {
             while tasks.try_join_next().is_some() {}
-            let free = capacity.available_permits().min(CLAIM_BATCH);
-            if free == 0 {
-                tokio::select! {
-                    _ = capacity.acquire() => {}
-                    _ = stop.changed() => {}
+            if claim {
+                claim = false;
+                // Until a claim comes back short: all that is due and has a slot is out.
+                loop {
+                    let claimed = this.store.claim(CLAIM_BATCH).await;
+                    let short = claimed.deliveries.len() < CLAIM_BATCH;
+                    for delivery in claimed.deliveries {
+                        this.start(delivery, &mut tasks, &in_flight);
+                    }
+                    if short {
+                        // A due time already past belongs to a delivery in flight or one
+                        // waiting for a slot; the writer wakes us when a slot frees up, and we
+                        // look again shortly in any case.
+                        let wait = match claimed.next_due {
+                            Some(due) => {
+                                Duration::from_millis((due - now_ms()).clamp(20, 1000) as u64)
+                            }
+                            None => Duration::from_secs(1),
+                        };
+                        next_look = Instant::now() + wait;
+                        break;
+                    }
                 }
-                continue;
             }
-            let budget = this.budget(&in_flight.lock().expect("in-flight set"));
-            let claimed = this.store.claim(free, lease_ms, budget).await;
-            let full = claimed.deliveries.len() == free;
-            for delivery in claimed.deliveries {
-                let permit = capacity
-                    .clone()
-                    .try_acquire_owned()
-                    .expect("claimed no more than free");
-                in_flight
-                    .lock()
-                    .expect("in-flight set")
-                    .insert(delivery.id, delivery.endpoint_id.clone());
-                let (this, in_flight) = (this.clone(), in_flight.clone());
-                tasks.spawn(async move {
-                    let id = delivery.id;
-                    let completion = this.attempt(delivery).await;
-                    this.store.complete(vec![completion]).await;
-                    in_flight.lock().expect("in-flight set").remove(&id);
-                    drop(permit);
-                });
-            }
-            if full {
-                continue;
-            }
-            // Nothing more is due now: sleep until the next due time, a wake-up from the
-            // writer (new or promoted deliveries), or shutdown. A due time already past
-            // belongs to a delivery another claim holds; look again shortly.
-            let wait = match claimed.next_due {
-                Some(due) => Duration::from_millis((due - now_ms()).clamp(20, 1000) as u64),
-                None => Duration::from_secs(1),
-            };
             tokio::select! {
-                _ = this.store.deliveries_ready.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
+                handed = handed_over(&mut handoff) => match handed {
+                    Some(delivery) => {
+                        this.start(delivery, &mut tasks, &in_flight);
+                        while let Some(d) = handoff.as_mut().and_then(|h| h.deliveries.try_recv().ok()) {
+                            this.start(d, &mut tasks, &in_flight);
+                        }
+                    }
+                    None => handoff = None,
+                },
+                _ = this.store.deliveries_ready.notified() => claim = true,
+                _ = tokio::time::sleep_until(next_look) => claim = true,
                 _ = stop.changed() => {}
+            }
+        }
+        // Handed over and not started: their leases go back (the next process sends them).
+        let mut unstarted = Vec::new();
+        if let Some(h) = handoff.as_mut() {
+            h.deliveries.close();
+            while let Ok(d) = h.deliveries.try_recv() {
+                unstarted.push(d.id);
             }
         }
         let drained =
@@ -240,24 +255,31 @@ impl Dispatcher {
                 count = left.len(),
                 "shutdown deadline: releasing unfinished deliveries"
             );
-            this.store.release(left).await;
+            unstarted.extend(left);
+        }
+        if !unstarted.is_empty() {
+            this.store.release(unstarted).await;
         }
     }
 
-    /// What each endpoint may still take, given the deliveries in flight.
-    fn budget(&self, in_flight: &HashMap<i64, String>) -> ClaimBudget {
-        let limit = self.settings.endpoint_concurrency;
-        let mut busy: HashMap<String, usize> = HashMap::new();
-        for endpoint in in_flight.values() {
-            *busy.entry(endpoint.clone()).or_default() += 1;
-        }
-        for used in busy.values_mut() {
-            *used = limit.saturating_sub(*used);
-        }
-        ClaimBudget {
-            busy,
-            default: limit,
-        }
+    /// Attempts `delivery` on a task of its own and reports the result to the store.
+    fn start(
+        self: &Arc<Self>,
+        delivery: ClaimedDelivery,
+        tasks: &mut JoinSet<()>,
+        in_flight: &Arc<Mutex<HashMap<i64, String>>>,
+    ) {
+        in_flight
+            .lock()
+            .expect("in-flight set")
+            .insert(delivery.id, delivery.endpoint_id.clone());
+        let (this, in_flight) = (self.clone(), in_flight.clone());
+        tasks.spawn(async move {
+            let id = delivery.id;
+            let completion = this.attempt(delivery).await;
+            this.store.complete(vec![completion]).await;
+            in_flight.lock().expect("in-flight set").remove(&id);
+        });
     }
 
     /// One POST and its classification.

@@ -112,12 +112,28 @@ pub struct Claimed {
     pub next_due: Option<i64>,
 }
 
-/// How many deliveries each endpoint may still take in a claim: those busy up to the
-/// per-endpoint limit are listed with what they have left; any other gets `default`.
-#[derive(Debug, Clone, Default)]
-pub struct ClaimBudget {
-    pub busy: std::collections::HashMap<String, usize>,
-    pub default: usize,
+/// How deliveries are leased: the writer takes a slot for every delivery it hands out
+/// (claimed or handed over), frees it when the attempt's result comes back, and never holds
+/// more than these.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryLimits {
+    /// How long a delivery handed out stays reserved (`delivery.lease`).
+    pub lease_ms: i64,
+    /// Deliveries in flight in all (`delivery.max_in_flight`).
+    pub max_in_flight: usize,
+    /// Deliveries in flight to one endpoint (`delivery.endpoint_concurrency`).
+    pub endpoint_concurrency: usize,
+}
+
+impl Default for DeliveryLimits {
+    /// The configuration's defaults.
+    fn default() -> Self {
+        DeliveryLimits {
+            lease_ms: 60_000,
+            max_in_flight: 512,
+            endpoint_concurrency: 64,
+        }
+    }
 }
 
 /// What one attempt came to.
@@ -237,8 +253,6 @@ pub(crate) enum Command {
     },
     Claim {
         limit: usize,
-        lease_ms: i64,
-        budget: ClaimBudget,
         reply: oneshot::Sender<Claimed>,
     },
     Complete {
@@ -257,6 +271,7 @@ pub struct StoreOptions {
     pub update_label: crate::domain::UpdateLabel,
     /// (id, url) of the configured endpoints: every notification gets one delivery per endpoint.
     pub endpoints: Vec<(String, String)>,
+    pub delivery: DeliveryLimits,
 }
 
 /// What the store records of a configured endpoint beside its url: which notifications it
@@ -295,8 +310,18 @@ pub struct Opened {
 pub struct Store {
     commands: mpsc::Sender<Command>,
     pub readers: Readers,
-    /// Woken after a commit that made a delivery claimable.
+    /// Woken after a commit that made a delivery claimable (one not handed over).
     pub deliveries_ready: Arc<Notify>,
+    /// Deliveries the writer leased as it committed them, for the dispatcher to send; taken
+    /// once (`take_handoff`). Until then the writer hands nothing over and everything waits to
+    /// be claimed.
+    handoff: Arc<std::sync::Mutex<Option<Handoff>>>,
+}
+
+/// The dispatcher's end of the writer's direct handoff.
+pub struct Handoff {
+    pub deliveries: mpsc::UnboundedReceiver<ClaimedDelivery>,
+    taken: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn open(path: &Path, synchronous_full: bool) -> rusqlite::Result<Connection> {
@@ -337,12 +362,19 @@ impl Store {
         let readers = Readers::new(path.to_owned(), options.synchronous_full);
         let (tx, rx) = mpsc::channel(4096);
         let notify = Arc::new(Notify::new());
-        let handle = writer::spawn(conn, rx, options, notify.clone())?;
+        let (handed, deliveries) = mpsc::unbounded_channel();
+        let taken = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let handoff = writer::HandoffSender {
+            deliveries: handed,
+            taken: taken.clone(),
+        };
+        let handle = writer::spawn(conn, rx, options, notify.clone(), handoff)?;
         Ok(Opened {
             store: Store {
                 commands: tx,
                 readers,
                 deliveries_ready: notify,
+                handoff: Arc::new(std::sync::Mutex::new(Some(Handoff { deliveries, taken }))),
             },
             writer: handle,
             api_endpoints,
@@ -382,16 +414,20 @@ impl Store {
         self.ask(|reply| Command::Apply { request, reply }).await?
     }
 
-    /// Reserves up to `limit` due deliveries, each the first pending one of its queue.
-    pub async fn claim(&self, limit: usize, lease_ms: i64, budget: ClaimBudget) -> Claimed {
-        self.ask(|reply| Command::Claim {
-            limit,
-            lease_ms,
-            budget,
-            reply,
-        })
-        .await
-        .unwrap_or_default()
+    /// Leases up to `limit` due deliveries, each the first pending one of its queue, within
+    /// the free slots of their endpoints.
+    pub async fn claim(&self, limit: usize) -> Claimed {
+        self.ask(|reply| Command::Claim { limit, reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The deliveries the writer will hand over as it commits them (once; `None` after).
+    /// Whoever takes this must send each one and report it with `complete`, or `release` it.
+    pub fn take_handoff(&self) -> Option<Handoff> {
+        let h = self.handoff.lock().expect("handoff").take()?;
+        h.taken.store(true, std::sync::atomic::Ordering::SeqCst);
+        Some(h)
     }
 
     /// Runs an operator action; answered after its commit.

@@ -8,9 +8,8 @@ use tokio::sync::{mpsc, Notify};
 
 use super::leases::Leases;
 use super::{
-    admin, AdminDone, ApiEndpoint, Applied, ClaimBudget, Claimed, ClaimedDelivery, Command,
-    Completion, ConfigEndpointOptions, InputRequest, Registered, StoreOptions, TxSummary,
-    WriteError,
+    admin, AdminDone, ApiEndpoint, Applied, Claimed, ClaimedDelivery, Command, Completion,
+    ConfigEndpointOptions, InputRequest, Registered, StoreOptions, TxSummary, WriteError,
 };
 use crate::clock::now_ms;
 use crate::domain::{self, Operation, State, Subscriptions, Tguid};
@@ -128,21 +127,58 @@ struct Writer {
     options: StoreOptions,
     /// The endpoints a new notification may be queued for (config and API ones), each with
     /// what it subscribed to: it gets a delivery only when its subscriptions match.
-    fanout: Vec<(String, Subscriptions)>,
-    /// The deliveries the dispatcher holds (claimed, not completed).
+    fanout: Vec<Fanout>,
+    /// The deliveries the dispatcher holds (claimed or handed over, not completed), and the
+    /// slots they take.
     leases: Leases,
     /// What `PRAGMA synchronous` is now: FULL (true) or NORMAL. Batches that acknowledge a
     /// call commit FULL (when configured); the others need no fsync of their own.
     synced_full: bool,
+    handoff: HandoffSender,
+    /// Queue heads the batch made, to hand over once it has committed: new ones with what
+    /// they send (in hand), and promoted ones (read back after the commit).
+    fresh: Vec<ClaimedDelivery>,
+    promoted: Vec<(i64, String)>,
+    /// Leases taken by the batch's claims: given back if the batch does not commit (its
+    /// claims are answered empty then).
+    claimed: Vec<i64>,
+    /// Claimable deliveries were left in the database for want of a slot: freeing one wakes
+    /// the dispatcher to claim them.
+    waiting_for_slots: bool,
+}
+
+/// The writer's end of the handoff to the dispatcher.
+pub(super) struct HandoffSender {
+    pub deliveries: mpsc::UnboundedSender<ClaimedDelivery>,
+    /// Whether the dispatcher took the other end (`Store::take_handoff`).
+    pub taken: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HandoffSender {
+    fn open(&self) -> bool {
+        self.taken.load(std::sync::atomic::Ordering::SeqCst) && !self.deliveries.is_closed()
+    }
+}
+
+/// An endpoint a new notification may be queued for.
+struct Fanout {
+    id: String,
+    subscribed: Subscriptions,
+    /// Not disabled (by a 410, an operator or the health job): its deliveries may be sent.
+    enabled: bool,
 }
 
 /// Reads the active endpoints and their subscriptions (a JSON list of patterns; NULL: all).
-fn load_fanout(conn: &Connection) -> rusqlite::Result<Vec<(String, Subscriptions)>> {
-    conn.prepare("SELECT id, subscriptions FROM endpoints WHERE active = 1 ORDER BY id")?
+fn load_fanout(conn: &Connection) -> rusqlite::Result<Vec<Fanout>> {
+    conn.prepare("SELECT id, subscriptions, enabled FROM endpoints WHERE active = 1 ORDER BY id")?
         .query_map([], |r| {
             let id: String = r.get(0)?;
             let patterns: Option<String> = r.get(1)?;
-            Ok((id.clone(), stored_subscriptions(&id, patterns.as_deref())))
+            Ok(Fanout {
+                subscribed: stored_subscriptions(&id, patterns.as_deref()),
+                enabled: r.get(2)?,
+                id,
+            })
         })?
         .collect()
 }
@@ -220,6 +256,7 @@ pub(super) fn spawn(
     mut commands: mpsc::Receiver<Command>,
     options: StoreOptions,
     ready: Arc<Notify>,
+    handoff: HandoffSender,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("store-writer".into())
@@ -229,12 +266,18 @@ pub(super) fn spawn(
                 Vec::new()
             });
             let synced_full = options.synchronous_full;
+            let leases = Leases::new(options.delivery);
             let mut writer = Writer {
                 conn,
                 options,
                 fanout,
-                leases: Leases::default(),
+                leases,
                 synced_full,
+                handoff,
+                fresh: Vec::new(),
+                promoted: Vec::new(),
+                claimed: Vec::new(),
+                waiting_for_slots: false,
             };
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while let Some(first) = commands.blocking_recv() {
@@ -292,6 +335,7 @@ impl Writer {
                 (outcomes, woke, commit_error)
             }
             Err(PassAborted::CannotBegin(e)) => {
+                self.forget_pass();
                 for c in batch.drain(..) {
                     refuse(c, &e);
                 }
@@ -299,10 +343,87 @@ impl Writer {
             }
             Err(PassAborted::CommandFailed) => unreachable!("a per-command pass does not abort"),
         };
+        let woke = if commit_error.is_none() {
+            self.claimed.clear();
+            // What the batch queued is on disk: hand it over now, before anyone is answered.
+            self.hand_over(now) || woke
+        } else {
+            self.forget_pass();
+            false
+        };
         for (command, outcome) in batch.drain(..).zip(outcomes) {
             answer(command, outcome, commit_error.as_deref());
         }
-        woke && commit_error.is_none()
+        woke
+    }
+
+    /// Undoes what a pass that did not commit left in memory: the heads it would have handed
+    /// over and the leases its claims took.
+    fn forget_pass(&mut self) {
+        self.fresh.clear();
+        self.promoted.clear();
+        for id in self.claimed.drain(..) {
+            self.leases.end(id);
+        }
+    }
+
+    /// Hands the heads the batch made to the dispatcher, as far as their endpoints have free
+    /// slots; returns whether claimable deliveries are left for the dispatcher to claim.
+    fn hand_over(&mut self, now: i64) -> bool {
+        let fresh = std::mem::take(&mut self.fresh);
+        let promoted = std::mem::take(&mut self.promoted);
+        if fresh.is_empty() && promoted.is_empty() {
+            return false;
+        }
+        if !self.handoff.open() {
+            return true;
+        }
+        let mut left = false;
+        for d in fresh {
+            left |= !self.hand(d, now);
+        }
+        for (id, endpoint) in promoted {
+            if self.leases.room(&endpoint) == 0 {
+                left = true;
+                continue;
+            }
+            match self.load(id) {
+                Ok(Some(d)) => left |= !self.hand(d, now),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, delivery = id, "cannot read a promoted delivery; it waits to be claimed");
+                    left = true;
+                }
+            }
+        }
+        if left {
+            self.waiting_for_slots = true;
+        }
+        left
+    }
+
+    /// Leases `d` and gives it to the dispatcher; false when its endpoint has no free slot
+    /// or is disabled (it stays claimable in the database).
+    fn hand(&mut self, d: ClaimedDelivery, now: i64) -> bool {
+        if self.leases.held(d.id, now) {
+            // A claim later in the same batch took it already.
+            return true;
+        }
+        let enabled = self
+            .fanout
+            .iter()
+            .any(|e| e.id == d.endpoint_id && e.enabled);
+        if !enabled || self.leases.room(&d.endpoint_id) == 0 {
+            return false;
+        }
+        let (id, endpoint) = (d.id, d.endpoint_id.clone());
+        self.leases
+            .hold(id, now + self.leases.lease_ms(), &endpoint);
+        if self.handoff.deliveries.send(d).is_err() {
+            self.leases.end(id);
+            return false;
+        }
+        true
     }
 
     /// Begins a transaction and runs every command of the batch in it, leaving it open for
@@ -326,14 +447,22 @@ impl Writer {
             if isolated {
                 self.savepoint("SAVEPOINT command");
             }
+            let marks = (self.fresh.len(), self.promoted.len(), self.claimed.len());
             let done = self.execute(command, now);
             if isolated {
                 if !done.ok {
                     self.savepoint("ROLLBACK TO command");
+                    // Its writes are undone; so is what it left in memory.
+                    self.fresh.truncate(marks.0);
+                    self.promoted.truncate(marks.1);
+                    for id in self.claimed.split_off(marks.2) {
+                        self.leases.end(id);
+                    }
                 }
                 self.savepoint("RELEASE command");
             } else if !done.ok && !refused_before_writing(&done.outcome) {
                 self.rollback();
+                self.forget_pass();
                 return Err(PassAborted::CommandFailed);
             }
             woke |= done.woke;
@@ -400,7 +529,8 @@ impl Writer {
             Command::Apply { request, .. } => {
                 let r = self.apply(request, now);
                 let (ok, woke) = match &r {
-                    Ok(a) => (true, a.notifications > 0),
+                    // Handed over after the commit, or left for a claim (then `hand_over` says so).
+                    Ok(a) => (true, a.notifications > 0 && !self.handoff.open()),
                     Err(_) => (false, false),
                 };
                 done(Outcome::Apply(r), ok, woke)
@@ -414,14 +544,8 @@ impl Writer {
                 };
                 let r = admin::run(&outbox, op);
                 let ok = r.is_ok();
-                if ok
-                    && matches!(
-                        op,
-                        super::AdminOp::CreateEndpoint { .. }
-                            | super::AdminOp::UpdateEndpoint { .. }
-                            | super::AdminOp::DeleteEndpoint { .. }
-                    )
-                {
+                // Endpoint changes (and the health job's disabling) change where deliveries go.
+                if ok && !matches!(op, super::AdminOp::Retention { .. }) {
                     match load_fanout(&self.conn) {
                         Ok(f) => self.fanout = f,
                         Err(e) => tracing::error!(error = %e, "cannot reload the endpoint list"),
@@ -429,12 +553,7 @@ impl Writer {
                 }
                 done(Outcome::Admin(r), ok, ok)
             }
-            Command::Claim {
-                limit,
-                lease_ms,
-                budget,
-                ..
-            } => match self.claim(*limit, *lease_ms, budget, now) {
+            Command::Claim { limit, .. } => match self.claim(*limit, now) {
                 Ok(c) => done(Outcome::Claim(c), true, false),
                 Err(e) => {
                     tracing::error!(error = %e, "claim failed");
@@ -566,7 +685,7 @@ impl Writer {
         })
     }
 
-    fn apply(&self, request: &InputRequest, now: i64) -> Result<Applied, WriteError> {
+    fn apply(&mut self, request: &InputRequest, now: i64) -> Result<Applied, WriteError> {
         let tguid = request.tguid.as_str();
         let (
             summary,
@@ -647,30 +766,50 @@ impl Writer {
                 .execute(params![tguid, event_id, fingerprint])?;
         }
 
+        let handing_over = self.handoff.open();
         for notification in &transition.notifications {
-            let body = notification.body(&request.tguid);
+            let body: Arc<[u8]> = notification.body(&request.tguid).into();
             let webhook_id = new_webhook_id(now);
+            let (operation, status) = (notification.operation(), notification.status());
             self.conn
                 .prepare_cached(
                     "INSERT INTO notifications (tx, tguid, seq, webhook_id, operation, status, body, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?
-                .execute(params![tx, tguid, next_seq, webhook_id, notification.operation(), notification.status(), body, now])?;
+                .execute(params![tx, tguid, next_seq, webhook_id, operation, status, &body[..], now])?;
             let notification_id = self.conn.last_insert_rowid();
-            let (operation, status) = (notification.operation(), notification.status());
-            for (endpoint_id, subscribed) in &self.fanout {
-                if !subscribed.matches(operation, status) {
+            for endpoint in &self.fanout {
+                if !endpoint.subscribed.matches(operation, status) {
                     continue;
                 }
                 // Only the first pending notification of a (tguid, endpoint) may be sent.
-                self.conn
+                let (id, head): (i64, bool) = self
+                    .conn
                     .prepare_cached(
                         "INSERT INTO deliveries (notification_id, endpoint_id, tx, tguid, seq, status, ready, next_attempt_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, 'pending',
                                  NOT EXISTS (SELECT 1 FROM deliveries WHERE tx = ?3 AND endpoint_id = ?2 AND status = 'pending'),
-                                 ?6)",
+                                 ?6)
+                         RETURNING id, ready",
                     )?
-                    .execute(params![notification_id, endpoint_id, tx, tguid, next_seq, now])?;
+                    .query_row(
+                        params![notification_id, endpoint.id, tx, tguid, next_seq, now],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                if head && handing_over && endpoint.enabled {
+                    self.fresh.push(ClaimedDelivery {
+                        id,
+                        endpoint_id: endpoint.id.clone(),
+                        tguid: tguid.to_owned(),
+                        seq: next_seq,
+                        attempts: 0,
+                        webhook_id: webhook_id.clone(),
+                        body: body.clone(),
+                        operation: operation.to_owned(),
+                        status: status.to_owned(),
+                        created_at: now,
+                    });
+                }
             }
             next_seq += 1;
         }
@@ -686,67 +825,94 @@ impl Writer {
         })
     }
 
-    fn claim(
-        &mut self,
-        limit: usize,
-        lease_ms: i64,
-        budget: &ClaimBudget,
-        now: i64,
-    ) -> rusqlite::Result<Claimed> {
+    /// Leases up to `limit` due queue heads, endpoint by endpoint within their free slots, and
+    /// says when the next one not leased now falls due.
+    fn claim(&mut self, limit: usize, now: i64) -> rusqlite::Result<Claimed> {
+        self.leases.sweep(now);
+        let until = now + self.leases.lease_ms();
         let mut chosen: Vec<i64> = Vec::new();
-        // One scan per enabled endpoint, each bounded by that endpoint's free slots: a slow
-        // endpoint's backlog cannot fill a claim, and a disabled one's is never even read.
-        let endpoints: Vec<String> = self
-            .conn
-            .prepare_cached(
-                "SELECT id FROM endpoints WHERE active = 1 AND enabled = 1 ORDER BY id",
-            )?
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
         let mut next_due: Option<i64> = None;
-        let mut note_due = |at: i64| next_due = Some(next_due.map_or(at, |d: i64| d.min(at)));
-        // The queue heads, by due time, from the index alone (id and due time are in it). The
-        // ones in flight are the oldest and come first; they are skipped, and their lease ends
-        // count as due times.
-        let mut heads = self.conn.prepare_cached(
-            "SELECT id, next_attempt_at FROM deliveries INDEXED BY deliveries_due_by_endpoint
-             WHERE endpoint_id = ?1 AND status = 'pending' AND ready = 1
-             ORDER BY next_attempt_at",
-        )?;
-        // Start at a different endpoint each time, so none is always served first.
-        let start = if endpoints.is_empty() {
+        let mut out_of_slots = false;
+        // Endpoints that are not disabled, starting at a different one each time so that none
+        // is always served first.
+        let enabled: Vec<String> = self
+            .fanout
+            .iter()
+            .filter(|e| e.enabled)
+            .map(|e| e.id.clone())
+            .collect();
+        let start = if enabled.is_empty() {
             0
         } else {
-            fastrand::usize(..endpoints.len())
+            fastrand::usize(..enabled.len())
         };
-        for endpoint in endpoints.iter().cycle().skip(start).take(endpoints.len()) {
-            let slots = budget.busy.get(endpoint).copied().unwrap_or(budget.default);
-            let mut take = slots.min(limit - chosen.len());
-            let mut rows = heads.query([endpoint])?;
-            while let Some(row) = rows.next()? {
-                let (id, due): (i64, i64) = (row.get(0)?, row.get(1)?);
-                if let Some(end) = self.leases.held_until(id, now) {
-                    note_due(end);
-                    continue;
+        for endpoint in enabled.iter().cycle().skip(start).take(enabled.len()) {
+            let mut take = self.leases.room(endpoint).min(limit - chosen.len());
+            let first = chosen.len();
+            {
+                // The queue heads by due time, from the index alone (id and due time are in
+                // it). Those in flight are the oldest and come first: skipped, with their lease
+                // ends counting as due times. No `LIMIT ?`: SQLite re-prepares a statement
+                // whose LIMIT is a bound parameter each time it changes; stopping early reads
+                // no more than a LIMIT would.
+                let mut heads = self.conn.prepare_cached(
+                    "SELECT id, next_attempt_at FROM deliveries INDEXED BY deliveries_due_by_endpoint
+                     WHERE endpoint_id = ?1 AND status = 'pending' AND ready = 1
+                     ORDER BY next_attempt_at",
+                )?;
+                let mut rows = heads.query([endpoint])?;
+                while let Some(row) = rows.next()? {
+                    let (id, due): (i64, i64) = (row.get(0)?, row.get(1)?);
+                    if let Some(end) = self.leases.held_until(id, now) {
+                        next_due = Some(next_due.map_or(end, |d| d.min(end)));
+                        continue;
+                    }
+                    if due > now || take == 0 {
+                        // Not due yet, or due with no slot left: the next look is then.
+                        out_of_slots |= due <= now && take == 0;
+                        next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                        break;
+                    }
+                    chosen.push(id);
+                    take -= 1;
                 }
-                if due > now || take == 0 {
-                    // Not due yet, or due with no slot left: either way the next look is then.
-                    note_due(due);
-                    break;
-                }
-                chosen.push(id);
-                take -= 1;
+            }
+            for &id in &chosen[first..] {
+                self.leases.hold(id, until, endpoint);
+                self.claimed.push(id);
             }
         }
-        let mut load = self.conn.prepare_cached(
-            "SELECT d.endpoint_id, d.tguid, d.seq, d.attempts, n.webhook_id, n.body,
-                    n.operation, n.status, n.created_at
-             FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-             WHERE d.id = ?1",
-        )?;
+        if out_of_slots {
+            self.waiting_for_slots = true;
+        }
         let mut deliveries = Vec::with_capacity(chosen.len());
         for id in chosen {
-            deliveries.push(load.query_row([id], |r| {
+            match self.load(id)? {
+                Some(d) => deliveries.push(d),
+                None => {
+                    self.leases.end(id);
+                }
+            }
+        }
+        if !deliveries.is_empty() {
+            next_due = Some(next_due.map_or(until, |d| d.min(until)));
+        }
+        Ok(Claimed {
+            deliveries,
+            next_due,
+        })
+    }
+
+    /// What the dispatcher needs to send a delivery.
+    fn load(&self, id: i64) -> rusqlite::Result<Option<ClaimedDelivery>> {
+        self.conn
+            .prepare_cached(
+                "SELECT d.endpoint_id, d.tguid, d.seq, d.attempts, n.webhook_id, n.body,
+                        n.operation, n.status, n.created_at
+                 FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+                 WHERE d.id = ?1 AND d.status = 'pending'",
+            )?
+            .query_row([id], |r| {
                 Ok(ClaimedDelivery {
                     id,
                     endpoint_id: r.get(0)?,
@@ -759,17 +925,8 @@ impl Writer {
                     status: r.get(7)?,
                     created_at: r.get(8)?,
                 })
-            })?);
-        }
-        self.leases.sweep(now);
-        for d in &deliveries {
-            self.leases.hold(d.id, now + lease_ms);
-            note_due(now + lease_ms);
-        }
-        Ok(Claimed {
-            deliveries,
-            next_due,
-        })
+            })
+            .optional()
     }
 
     /// Makes the next pending delivery of the same (tguid, endpoint) claimable.
@@ -778,21 +935,26 @@ impl Writer {
     /// claims go by due time, so it is sent before heads queued after it. Setting it to "now"
     /// would put a transaction's 2nd and 3rd notifications behind every newer head, which is
     /// what made the tail of a backlog drain slowly.
-    fn promote_next(&self, tx: i64, endpoint_id: &str) -> rusqlite::Result<bool> {
-        let n = self
+    fn promote_next(&mut self, tx: i64, endpoint_id: &str) -> rusqlite::Result<bool> {
+        let promoted: Option<i64> = self
             .conn
             .prepare_cached(
                 "UPDATE deliveries SET ready = 1
                  WHERE id = (SELECT id FROM deliveries
                              WHERE tx = ?1 AND endpoint_id = ?2 AND status = 'pending'
-                             ORDER BY seq LIMIT 1)",
+                             ORDER BY seq LIMIT 1)
+                 RETURNING id",
             )?
-            .execute(params![tx, endpoint_id])?;
-        Ok(n > 0)
+            .query_row(params![tx, endpoint_id], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = promoted {
+            self.promoted.push((id, endpoint_id.to_owned()));
+        }
+        Ok(promoted.is_some())
     }
 
     fn finish(
-        &self,
+        &mut self,
         id: i64,
         status: &str,
         http_status: Option<u16>,
@@ -837,17 +999,23 @@ impl Writer {
     fn complete(&mut self, completions: &[Completion], now: i64) -> rusqlite::Result<bool> {
         let mut woke = false;
         for c in completions {
-            self.leases.end(c.id());
+            // Its slot is free: what waited for one may be claimed now.
+            if self.leases.end(c.id()) && self.waiting_for_slots {
+                self.waiting_for_slots = false;
+                woke = true;
+            }
             match c {
                 Completion::Delivered { id, http_status } => {
-                    woke |= self.finish(*id, "delivered", Some(*http_status), None, now)?;
+                    woke |= self.finish(*id, "delivered", Some(*http_status), None, now)?
+                        && !self.handoff.open();
                 }
                 Completion::Dead {
                     id,
                     http_status,
                     error,
                 } => {
-                    woke |= self.finish(*id, "dead", *http_status, Some(error), now)?;
+                    woke |= self.finish(*id, "dead", *http_status, Some(error), now)?
+                        && !self.handoff.open();
                 }
                 Completion::Retry {
                     id,
@@ -886,6 +1054,7 @@ impl Writer {
                         )?
                         .execute(params![endpoint_id, now])?;
                     tracing::warn!(endpoint = %endpoint_id, "endpoint answered 410 Gone: disabled");
+                    self.fanout = load_fanout(&self.conn)?;
                 }
             }
         }
@@ -915,24 +1084,62 @@ mod tests {
 
     use super::*;
     use crate::domain::{Input, Outcome as Result_, UpdateLabel};
-    use crate::store::{schema, InputRequest};
+    use crate::store::{schema, DeliveryLimits, InputRequest};
 
     fn writer() -> Writer {
+        writer_with(DeliveryLimits::default()).0
+    }
+
+    /// A writer whose handoff is taken (as the dispatcher does), with these slots.
+    fn handing_over(limits: DeliveryLimits) -> (Writer, mpsc::UnboundedReceiver<ClaimedDelivery>) {
+        let (w, rx) = writer_with(limits);
+        w.handoff
+            .taken
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        (w, rx)
+    }
+
+    fn writer_with(limits: DeliveryLimits) -> (Writer, mpsc::UnboundedReceiver<ClaimedDelivery>) {
+        let (handed, rx) = mpsc::unbounded_channel();
         let mut conn = Connection::open_in_memory().unwrap();
         schema::migrate(&mut conn).unwrap();
         let endpoints = vec![("e".to_owned(), "http://127.0.0.1:9/".to_owned())];
         prepare(&mut conn, &endpoints, &Default::default()).unwrap();
         let fanout = load_fanout(&conn).unwrap();
-        Writer {
+        let w = Writer {
             conn,
             options: StoreOptions {
                 synchronous_full: false,
                 update_label: UpdateLabel::Enroll,
                 endpoints,
+                delivery: limits,
             },
             fanout,
-            leases: Leases::default(),
+            leases: Leases::new(limits),
             synced_full: false,
+            handoff: HandoffSender {
+                deliveries: handed,
+                taken: Default::default(),
+            },
+            fresh: Vec::new(),
+            promoted: Vec::new(),
+            claimed: Vec::new(),
+            waiting_for_slots: false,
+        };
+        (w, rx)
+    }
+
+    fn claim(limit: usize) -> (Command, oneshot::Receiver<Claimed>) {
+        let (reply, rx) = oneshot::channel();
+        (Command::Claim { limit, reply }, rx)
+    }
+
+    fn delivered(id: i64) -> Command {
+        Command::Complete {
+            completions: vec![Completion::Delivered {
+                id,
+                http_status: 200,
+            }],
         }
     }
 
@@ -1047,5 +1254,110 @@ mod tests {
         ));
         assert_eq!(count(&w, "SELECT count(*) FROM notifications"), 1);
         assert_eq!(count(&w, "SELECT count(*) FROM transitions"), 2);
+    }
+
+    #[test]
+    fn a_committed_head_is_handed_over_with_its_exact_body_and_leased() {
+        let (mut w, mut handed) = handing_over(DeliveryLimits::default());
+        w.run_batch(&mut vec![register("tg-h").0]);
+        let (apply, applied) = enrolled("tg-h");
+        let woke = w.run_batch(&mut vec![apply]);
+        assert!(applied.blocking_recv().unwrap().is_ok());
+        assert!(!woke, "nothing was left for the dispatcher to claim");
+        let d = handed.try_recv().expect("handed over at the commit");
+        assert_eq!(
+            std::str::from_utf8(&d.body).unwrap(),
+            r#"{"operation":"ENROLL","tguid":"tg-h","status":"ENROLLED"}"#
+        );
+        assert_eq!((d.endpoint_id.as_str(), d.seq, d.attempts), ("e", 1, 0));
+        // Leased: a claim does not see it again.
+        let (c, claimed) = claim(10);
+        w.run_batch(&mut vec![c]);
+        assert!(claimed.blocking_recv().unwrap().deliveries.is_empty());
+        assert!(handed.try_recv().is_err(), "handed over once");
+    }
+
+    #[test]
+    fn the_handoff_keeps_to_the_endpoint_slots_and_leaves_the_rest_to_claim() {
+        let limits = DeliveryLimits {
+            endpoint_concurrency: 1,
+            ..DeliveryLimits::default()
+        };
+        let (mut w, mut handed) = handing_over(limits);
+        w.run_batch(&mut vec![register("tg-1").0, register("tg-2").0]);
+        let woke = w.run_batch(&mut vec![enrolled("tg-1").0, enrolled("tg-2").0]);
+        assert!(
+            woke,
+            "one was left in the database: the dispatcher is woken"
+        );
+        let first = handed.try_recv().unwrap();
+        assert!(
+            handed.try_recv().is_err(),
+            "one slot, one delivery in flight"
+        );
+        let (c, claimed) = claim(10);
+        w.run_batch(&mut vec![c]);
+        assert!(
+            claimed.blocking_recv().unwrap().deliveries.is_empty(),
+            "no slot for a claim either"
+        );
+        // Its result frees the slot, which wakes the dispatcher to claim the other.
+        assert!(w.run_batch(&mut vec![delivered(first.id)]));
+        let (c, claimed) = claim(10);
+        w.run_batch(&mut vec![c]);
+        let second = claimed.blocking_recv().unwrap().deliveries;
+        assert_eq!(second.len(), 1);
+        assert_ne!(second[0].tguid, first.tguid);
+    }
+
+    #[test]
+    fn a_command_that_fails_after_queueing_a_head_hands_nothing_over() {
+        let (mut w, mut handed) = handing_over(DeliveryLimits::default());
+        w.run_batch(&mut vec![register("tg-ok").0, register("tg-boom").0]);
+        // The treatment's second notification (ENROLLED, seq 3) of tg-boom fails, after its
+        // first one (OK, a queue head once EXCEPTION is delivered) was inserted.
+        w.conn
+            .execute_batch(
+                "CREATE TRIGGER boom AFTER INSERT ON notifications WHEN NEW.tguid = 'tg-boom' AND NEW.seq = 3
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )
+            .unwrap();
+        let exception = |tguid: &str| {
+            let (reply, rx) = oneshot::channel();
+            let request = InputRequest {
+                tguid: Tguid::parse(tguid).unwrap(),
+                input: Input::Exception,
+                event_id: None,
+                actor: "test".into(),
+            };
+            (Command::Apply { request, reply }, rx)
+        };
+        let treat = |tguid: &str| {
+            let (reply, rx) = oneshot::channel();
+            let request = InputRequest {
+                tguid: Tguid::parse(tguid).unwrap(),
+                input: Input::Treat(crate::domain::Treatment::DifferentFingers),
+                event_id: None,
+                actor: "test".into(),
+            };
+            (Command::Apply { request, reply }, rx)
+        };
+        w.run_batch(&mut vec![exception("tg-ok").0, exception("tg-boom").0]);
+        let firsts: Vec<_> = std::iter::from_fn(|| handed.try_recv().ok()).collect();
+        assert_eq!(firsts.len(), 2, "both EXCEPTION notifications went out");
+        for d in &firsts {
+            w.run_batch(&mut vec![delivered(d.id)]);
+        }
+        let (ok, ok_rx) = treat("tg-ok");
+        let (boom, boom_rx) = treat("tg-boom");
+        w.run_batch(&mut vec![ok, boom]);
+        assert!(ok_rx.blocking_recv().unwrap().is_ok());
+        assert!(boom_rx.blocking_recv().unwrap().is_err());
+        let out: Vec<_> = std::iter::from_fn(|| handed.try_recv().ok()).collect();
+        assert_eq!(
+            out.iter().map(|d| d.tguid.as_str()).collect::<Vec<_>>(),
+            vec!["tg-ok"],
+            "only the committed command's head went out"
+        );
     }
 }

@@ -200,6 +200,7 @@ async fn check(script: Vec<(usize, Action)>) -> Result<(), TestCaseError> {
             synchronous_full: false,
             update_label: UpdateLabel::Enroll,
             endpoints: vec![("e".into(), "http://127.0.0.1:9/".into())],
+            delivery: Default::default(),
         },
     )
     .unwrap();

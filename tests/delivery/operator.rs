@@ -285,7 +285,7 @@ async fn retention_deletes_delivered_final_transactions_and_keeps_everything_und
 async fn an_endpoint_failing_longer_than_disable_after_is_disabled_and_a_success_clears_its_failing_time(
 ) {
     use gbds_notifier::domain::{Input, Operation, Outcome, Tguid, UpdateLabel};
-    use gbds_notifier::store::{ClaimBudget, Completion, InputRequest, Store, StoreOptions};
+    use gbds_notifier::store::{Completion, InputRequest, Store, StoreOptions};
 
     let dir = tempfile::tempdir().unwrap();
     let opened = Store::open(
@@ -294,14 +294,11 @@ async fn an_endpoint_failing_longer_than_disable_after_is_disabled_and_a_success
             synchronous_full: false,
             update_label: UpdateLabel::Enroll,
             endpoints: vec![("e".into(), "http://127.0.0.1:9/".into())],
+            delivery: Default::default(),
         },
     )
     .unwrap();
     let store = opened.store;
-    let budget = || ClaimBudget {
-        busy: Default::default(),
-        default: 10,
-    };
     for t in ["tg-a", "tg-b"] {
         let tguid = Tguid::parse(t).unwrap();
         store
@@ -318,7 +315,7 @@ async fn an_endpoint_failing_longer_than_disable_after_is_disabled_and_a_success
             .await
             .unwrap();
     }
-    let claimed = store.claim(10, 60_000, budget()).await.deliveries;
+    let claimed = store.claim(10).await.deliveries;
     assert_eq!(claimed.len(), 2);
     // One success clears the failing time that the other's failure started.
     store
@@ -343,7 +340,7 @@ async fn an_endpoint_failing_longer_than_disable_after_is_disabled_and_a_success
         0
     );
 
-    let again = store.claim(10, 60_000, budget()).await.deliveries;
+    let again = store.claim(10).await.deliveries;
     assert_eq!(again.len(), 1);
     store
         .complete(vec![Completion::Retry {
@@ -374,11 +371,7 @@ async fn an_endpoint_failing_longer_than_disable_after_is_disabled_and_a_success
         "{e:?}"
     );
     assert!(
-        store
-            .claim(10, 60_000, budget())
-            .await
-            .deliveries
-            .is_empty(),
+        store.claim(10).await.deliveries.is_empty(),
         "a disabled endpoint's deliveries wait"
     );
     store.shutdown().await;
