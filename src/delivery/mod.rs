@@ -7,6 +7,7 @@ pub mod amqp;
 pub mod auth;
 pub mod cloudevents;
 pub mod guard;
+pub mod http1;
 pub mod retry;
 pub mod signing;
 
@@ -21,6 +22,25 @@ use tokio::time::Instant;
 use crate::clock::now_ms;
 use crate::config::{DeliverySettings, EndpointSettings, Secret, SuccessRule};
 use crate::store::{ClaimedDelivery, Completion, Handoff, Store};
+use reqwest::header::{self, HeaderName, HeaderValue};
+
+const USER_AGENT: &str = concat!("gbds-notifier/", env!("CARGO_PKG_VERSION"));
+
+/// What one POST came to, from either sender.
+enum Sent {
+    Answered {
+        status: u16,
+        /// The raw `Retry-After` header.
+        retry_after: Option<String>,
+    },
+    /// No answer: why, prefixed "timed out", "connection failed" or "request failed".
+    Failed(String),
+}
+
+/// A header value from text we made (ids, numbers, signatures, host names), all visible ASCII.
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
 
 /// Most deliveries claimed in one round trip to the writer.
 const CLAIM_BATCH: usize = 256;
@@ -38,6 +58,11 @@ struct Target {
     format: cloudevents::Format,
     /// Where an attempt goes.
     sink: Sink,
+    /// The URL's path and query, as the request line names them.
+    path_and_query: String,
+    /// Plain http:// endpoints without OAuth2 (and without the private-target guard) are
+    /// sent to through hyper directly (`http1`); the others through reqwest.
+    direct: Option<http1::Pool>,
 }
 
 /// The kinds of endpoint: an attempt is an HTTP POST or a publish to the RabbitMQ sink.
@@ -48,14 +73,34 @@ enum Sink {
 
 impl Target {
     fn new(e: &EndpointSettings, settings: &DeliverySettings) -> Self {
+        let credentials = auth::Credentials::new(e.auth.as_ref());
+        let direct = match credentials {
+            auth::Credentials::OAuth2(_) => None,
+            _ if settings.block_private_targets => None,
+            _ => http1::Pool::for_url(
+                &e.url,
+                settings.endpoint_concurrency,
+                settings.connect_timeout,
+                settings.request_timeout,
+            ),
+        };
         Target {
             url: e.url.clone(),
             secrets: e.secrets.clone(),
             slots: Semaphore::new(settings.endpoint_concurrency),
-            credentials: auth::Credentials::new(e.auth.as_ref()),
+            credentials,
             format: e.format,
             sink: Sink::Http,
+            path_and_query: path_and_query(&e.url),
+            direct,
         }
+    }
+}
+
+fn path_and_query(url: &reqwest::Url) -> String {
+    match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
     }
 }
 
@@ -107,6 +152,8 @@ impl Targets {
             credentials: auth::Credentials::new(None),
             format: cloudevents::Format::Gbds,
             sink: Sink::Amqp(Arc::new(sink)),
+            path_and_query: String::new(),
+            direct: None,
         };
         self.map
             .write()
@@ -171,7 +218,7 @@ impl Dispatcher {
             // Receivers are named by the operator; an ambient http_proxy must not reroute them.
             .no_proxy()
             .pool_max_idle_per_host(settings.endpoint_concurrency)
-            .user_agent(concat!("gbds-notifier/", env!("CARGO_PKG_VERSION")));
+            .user_agent(USER_AGENT);
         let client = guard::restrict(builder, settings.block_private_targets).build()?;
         Ok(Self {
             store,
@@ -311,41 +358,50 @@ impl Dispatcher {
                 }
             }
         };
-        let mut request = self
-            .client
-            .post(target.url.clone())
-            .header(reqwest::header::CONTENT_TYPE, content_type)
-            .header("webhook-id", &d.webhook_id);
+        // What is signed is what is sent, by either sender.
+        let mut headers: Vec<(HeaderName, HeaderValue)> = vec![
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                HeaderName::from_static("webhook-id"),
+                header_value(&d.webhook_id),
+            ),
+        ];
         if let Some(newest) = target.secrets.first() {
             let timestamp = now_ms() / 1000;
             let all = target.secrets.iter().map(Secret::expose);
-            request = request
-                .header("webhook-timestamp", timestamp.to_string())
-                .header(
-                    "webhook-signature",
-                    signing::standard_signatures(all, &d.webhook_id, timestamp, &body),
-                )
-                .header(
-                    "X-Signature",
-                    signing::plain_signature(newest.expose(), &body),
-                );
+            headers.push((
+                HeaderName::from_static("webhook-timestamp"),
+                header_value(&timestamp.to_string()),
+            ));
+            headers.push((
+                HeaderName::from_static("webhook-signature"),
+                header_value(&signing::standard_signatures(
+                    all,
+                    &d.webhook_id,
+                    timestamp,
+                    &body,
+                )),
+            ));
+            headers.push((
+                HeaderName::from_static("x-signature"),
+                header_value(&signing::plain_signature(newest.expose(), &body)),
+            ));
         }
         let started = std::time::Instant::now();
-        let request = request.body(body);
-        let guarded = self.settings.block_private_targets;
-        let result = auth::send(&self.client, &target.credentials, guarded, request).await;
+        let sent = match &target.direct {
+            Some(direct) => Self::send_direct(direct, &target, headers, body).await,
+            None => self.send_reqwest(&target, headers, body).await,
+        };
         let failed_attempts = d.attempts + 1;
-        match result {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|v| v.to_str().ok())
+        match sent {
+            Sent::Answered {
+                status,
+                retry_after,
+            } => {
+                let retry_after = retry_after
+                    .as_deref()
                     .and_then(retry::parse_retry_after)
                     .filter(|_| status == 429 || status == 503);
-                // Read the (small) answer so the connection goes back to the pool.
-                let _ = response.bytes().await;
                 let acknowledged = match self.settings.success {
                     SuccessRule::Any2xx => (200..300).contains(&status),
                     SuccessRule::Only200 => status == 200,
@@ -371,16 +427,80 @@ impl Dispatcher {
                     )
                 }
             }
+            Sent::Failed(why) => {
+                tracing::debug!(delivery = d.id, endpoint = %d.endpoint_id, error = %why, "attempt failed");
+                self.failed(d.id, failed_attempts, None, why, None)
+            }
+        }
+    }
+
+    /// The POST through hyper's connection-level client (plain http://, see `http1`).
+    async fn send_direct(
+        direct: &http1::Pool,
+        target: &Target,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Vec<u8>,
+    ) -> Sent {
+        let mut request = hyper::Request::post(target.path_and_query.as_str())
+            .header(header::HOST, header_value(direct.authority()))
+            .header(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        if let auth::Credentials::ApiKey { header, value } = &target.credentials {
+            request = request.header(header.clone(), value.clone());
+        }
+        let request = match request.body(http1::Body::new(body.into())) {
+            Ok(r) => r,
+            Err(e) => return Sent::Failed(format!("request failed: {e}")),
+        };
+        match direct.send(request).await {
+            Ok(a) => Sent::Answered {
+                status: a.status,
+                retry_after: a.retry_after,
+            },
+            Err(e) => Sent::Failed(e.to_string()),
+        }
+    }
+
+    /// The POST through reqwest, with the endpoint's credentials (OAuth2 included) and the
+    /// private-target guard.
+    async fn send_reqwest(
+        &self,
+        target: &Target,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Vec<u8>,
+    ) -> Sent {
+        let mut request = self.client.post(target.url.clone());
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request.body(body);
+        let guarded = self.settings.block_private_targets;
+        match auth::send(&self.client, &target.credentials, guarded, request).await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                // Read the (small) answer so the connection goes back to the pool.
+                let _ = response.bytes().await;
+                Sent::Answered {
+                    status,
+                    retry_after,
+                }
+            }
             Err(e) => {
                 let why = if e.is_timeout() {
-                    "timed out".to_owned()
+                    "timed out"
                 } else if e.is_connect() {
-                    "connection failed".to_owned()
+                    "connection failed"
                 } else {
-                    "request failed".to_owned()
+                    "request failed"
                 };
-                tracing::debug!(delivery = d.id, endpoint = %d.endpoint_id, error = %e, "attempt failed");
-                self.failed(d.id, failed_attempts, None, format!("{why}: {e}"), None)
+                Sent::Failed(format!("{why}: {e}"))
             }
         }
     }
