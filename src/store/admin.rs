@@ -10,6 +10,36 @@ use crate::config::Secret;
 use super::leases::Leases;
 use super::{AdminDone, AdminOp, WriteError};
 
+// A transaction's pending deliveries are in `deliveries_queue`; all of them (delivered and
+// dead too) are found through its notifications, (tx, seq), then (notification_id,
+// endpoint_id): a handful of index lookups, never a scan.
+
+/// The pending deliveries of a (transaction, endpoint), in order.
+pub(super) const QUEUE: &str =
+    "SELECT id FROM deliveries WHERE tx = ?1 AND endpoint_id = ?2 AND status = 'pending' ORDER BY seq";
+
+/// Re-queues what was sent (or went dead) of a transaction, to all endpoints or one.
+pub(super) const REQUEUE_SENT: &str =
+    "UPDATE deliveries SET status = 'pending', ready = 0, attempts = 0, next_attempt_at = ?2, delivered_at = NULL
+     WHERE notification_id IN (SELECT id FROM notifications WHERE tx = ?1)
+       AND status IN ('delivered', 'dead') AND (?3 IS NULL OR endpoint_id = ?3)";
+
+pub(super) const PENDING_ENDPOINTS: &str = "SELECT DISTINCT endpoint_id FROM deliveries
+     WHERE tx = ?1 AND status = 'pending' AND (?2 IS NULL OR endpoint_id = ?2)";
+
+pub(super) const PENDING_COUNT: &str = "SELECT count(*) FROM deliveries
+     WHERE tx = ?1 AND status = 'pending' AND (?2 IS NULL OR endpoint_id = ?2)";
+
+/// Final transactions last changed before ?1 with nothing pending or dead: what retention may
+/// delete. The partial index holds final transactions only; the IN list must match its own.
+pub(super) const RETAINABLE: &str =
+    "SELECT t.id, t.tguid FROM transactions t INDEXED BY transactions_final_by_update
+     WHERE t.updated_at < ?1
+       AND t.state IN ('ENROLLED', 'FAILED', 'MATCH', 'NOT_MATCH', 'PERSON_NOT_FOUND')
+       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tx = t.id AND d.status = 'pending')
+       AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tx = t.id AND d.status = 'dead')
+     LIMIT ?2";
+
 /// The database and what the writer knows beside it: which deliveries are in flight.
 pub(super) struct Outbox<'a> {
     pub conn: &'a Connection,
@@ -79,9 +109,7 @@ fn done(affected: usize) -> AdminDone {
 fn recompute_head(outbox: &Outbox, tx: i64, endpoint_id: &str) -> rusqlite::Result<()> {
     let conn = outbox.conn;
     let pending: Vec<i64> = conn
-        .prepare_cached(
-            "SELECT id FROM deliveries WHERE tx = ?1 AND endpoint_id = ?2 AND status = 'pending' ORDER BY seq",
-        )?
+        .prepare_cached(QUEUE)?
         .query_map(params![tx, endpoint_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     let in_flight: Vec<i64> = pending
@@ -205,24 +233,17 @@ fn renotify(
             .execute(params![notification_id, endpoint, tx, tguid, seq, now])?;
         }
     }
-    conn.prepare_cached(
-        "UPDATE deliveries SET status = 'pending', ready = 0, attempts = 0, next_attempt_at = ?2, delivered_at = NULL
-         WHERE tx = ?1 AND status IN ('delivered', 'dead') AND (?3 IS NULL OR endpoint_id = ?3)",
-    )?
-    .execute(params![tx, now, endpoint_id])?;
+    conn.prepare_cached(REQUEUE_SENT)?
+        .execute(params![tx, now, endpoint_id])?;
     let endpoints: Vec<String> = conn
-        .prepare_cached(
-            "SELECT DISTINCT endpoint_id FROM deliveries WHERE tx = ?1 AND status = 'pending' AND (?2 IS NULL OR endpoint_id = ?2)",
-        )?
+        .prepare_cached(PENDING_ENDPOINTS)?
         .query_map(params![tx, endpoint_id], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
     for e in &endpoints {
         recompute_head(outbox, tx, e)?;
     }
     let queued: i64 = conn
-        .prepare_cached(
-            "SELECT count(*) FROM deliveries WHERE tx = ?1 AND status = 'pending' AND (?2 IS NULL OR endpoint_id = ?2)",
-        )?
+        .prepare_cached(PENDING_COUNT)?
         .query_row(params![tx, endpoint_id], |r| r.get(0))?;
     Ok(done(queued as usize))
 }
@@ -372,15 +393,10 @@ fn delete_endpoint(conn: &Connection, id: &str, now: i64) -> Result<AdminDone, W
 /// notification was delivered, with their log and outbox rows. Never an undelivered one.
 fn retention(conn: &Connection, cutoff: i64, limit: usize) -> Result<AdminDone, WriteError> {
     let doomed: Vec<(i64, String)> = conn
-        .prepare_cached(
-            "SELECT t.id, t.tguid FROM transactions t
-             WHERE t.updated_at < ?1
-               AND t.state IN ('ENROLLED', 'FAILED', 'MATCH', 'NOT_MATCH', 'PERSON_NOT_FOUND')
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tx = t.id AND d.status = 'pending')
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tx = t.id AND d.status = 'dead')
-             LIMIT ?2",
-        )?
-        .query_map(params![cutoff, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .prepare_cached(RETAINABLE)?
+        .query_map(params![cutoff, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<Result<_, _>>()?;
     for (tx, tguid) in &doomed {
         for sql in [

@@ -185,10 +185,26 @@ CREATE INDEX deliveries_queue ON deliveries(tx, endpoint_id, seq) WHERE status =
 DROP INDEX deliveries_dead_by_tguid;
 CREATE INDEX deliveries_dead_by_tx ON deliveries(tx) WHERE status = 'dead';
 "#,
+    r#"
+-- Fewer index writes per call (issue 5).
+-- Leases live in the writer's memory now; the column stays 0.
+DROP INDEX deliveries_leased;
+UPDATE deliveries SET leased = 0 WHERE leased = 1;
+-- Retention looks for final transactions only: index those alone, so that a transaction enters
+-- this index once, when it ends, instead of moving in it on every call.
+DROP INDEX transactions_by_update;
+CREATE INDEX transactions_final_by_update ON transactions(updated_at)
+    WHERE state IN ('ENROLLED', 'FAILED', 'MATCH', 'NOT_MATCH', 'PERSON_NOT_FOUND');
+"#,
 ];
 
 /// Brings the schema up to date inside one transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+/// Applies the migrations up to schema version `target` (tests stop at one to check it).
+fn migrate_to(conn: &mut Connection, target: usize) -> rusqlite::Result<()> {
     let version: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if version > MIGRATIONS.len() {
         return Err(rusqlite::Error::SqliteFailure(
@@ -200,7 +216,7 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         ));
     }
     let tx = conn.transaction()?;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+    for (i, sql) in MIGRATIONS.iter().enumerate().take(target).skip(version) {
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", i + 1)?;
     }
@@ -285,7 +301,7 @@ mod tests {
              DELETE FROM notifications WHERE id = 6;  -- retention took the newest: 6 stays used",
         )
         .unwrap();
-        migrate(&mut conn).unwrap();
+        migrate_to(&mut conn, 5).unwrap();
         let ids: Vec<(i64, String)> =
             pairs(&conn, "SELECT id, tguid FROM transactions ORDER BY id");
         assert_eq!(ids, [(3, "b".to_owned()), (8, "a".to_owned())]);
@@ -330,5 +346,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(conn.last_insert_rowid(), 7);
+    }
+
+    #[test]
+    fn migration_6_keeps_every_row_and_moves_the_indexes_off_the_hot_path() {
+        let mut conn = database_at(5);
+        conn.execute_batch(
+            "INSERT INTO transactions (id, tguid, operation, state, created_at, updated_at, next_seq)
+             VALUES (1, 'done', 'ENROLL', 'ENROLLED', 1, 2, 2), (2, 'open', 'ENROLL', 'PENDING', 1, 3, 1);
+             INSERT INTO endpoints (id, url, active, enabled, updated_at) VALUES ('e', 'http://x/', 1, 1, 0);
+             INSERT INTO notifications (id, tx, tguid, seq, webhook_id, operation, status, body, created_at)
+             VALUES (1, 1, 'done', 1, 'msg_a', 'ENROLL', 'ENROLLED', X'7B7D', 2);
+             INSERT INTO deliveries (notification_id, endpoint_id, tx, tguid, seq, status, ready, leased, next_attempt_at)
+             VALUES (1, 'e', 1, 'done', 1, 'pending', 1, 1, 2);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let indexes: Vec<(String, String)> = pairs(
+            &conn,
+            "SELECT name, tbl_name FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+        );
+        let names: Vec<&str> = indexes.iter().map(|(n, _)| n.as_str()).collect();
+        for gone in ["deliveries_leased", "transactions_by_update"] {
+            assert!(!names.contains(&gone), "{gone} in {names:?}");
+        }
+        assert!(names.contains(&"transactions_final_by_update"), "{names:?}");
+        // Only final transactions are in the retention index.
+        let in_index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM transactions INDEXED BY transactions_final_by_update
+                 WHERE updated_at < 100 AND state IN ('ENROLLED', 'FAILED', 'MATCH', 'NOT_MATCH', 'PERSON_NOT_FOUND')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(in_index, 1);
+        // Rows are all there, and no lease is left in the column.
+        let kept: Vec<(i64, i64)> = pairs(&conn, "SELECT id, leased FROM deliveries");
+        assert_eq!(kept, [(1, 0)]);
     }
 }

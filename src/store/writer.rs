@@ -17,6 +17,22 @@ use crate::domain::{self, Operation, State, Subscriptions, Tguid};
 /// Most commands in one SQLite transaction; bounds the latency a batch adds to its first caller.
 const MAX_BATCH: usize = 1024;
 
+/// A new delivery, claimable (`ready`) only when no earlier one of its (transaction, endpoint)
+/// is pending (`deliveries_queue`).
+pub(super) const INSERT_DELIVERY: &str =
+    "INSERT INTO deliveries (notification_id, endpoint_id, tx, tguid, seq, status, ready, next_attempt_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, 'pending',
+             NOT EXISTS (SELECT 1 FROM deliveries WHERE tx = ?3 AND endpoint_id = ?2 AND status = 'pending'),
+             ?6)
+     RETURNING id, ready";
+
+/// Makes the first pending delivery of a (transaction, endpoint) claimable.
+pub(super) const PROMOTE_NEXT: &str = "UPDATE deliveries SET ready = 1
+     WHERE id = (SELECT id FROM deliveries
+                 WHERE tx = ?1 AND endpoint_id = ?2 AND status = 'pending'
+                 ORDER BY seq LIMIT 1)
+     RETURNING id";
+
 /// What a command produced, held back until the batch commits; then sent to its caller.
 enum Outcome {
     Register(Result<Registered, WriteError>),
@@ -783,16 +799,8 @@ impl Writer {
                     continue;
                 }
                 // Only the first pending notification of a (tguid, endpoint) may be sent.
-                let (id, head): (i64, bool) = self
-                    .conn
-                    .prepare_cached(
-                        "INSERT INTO deliveries (notification_id, endpoint_id, tx, tguid, seq, status, ready, next_attempt_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, 'pending',
-                                 NOT EXISTS (SELECT 1 FROM deliveries WHERE tx = ?3 AND endpoint_id = ?2 AND status = 'pending'),
-                                 ?6)
-                         RETURNING id, ready",
-                    )?
-                    .query_row(
+                let (id, head): (i64, bool) =
+                    self.conn.prepare_cached(INSERT_DELIVERY)?.query_row(
                         params![notification_id, endpoint.id, tx, tguid, next_seq, now],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )?;
@@ -938,13 +946,7 @@ impl Writer {
     fn promote_next(&mut self, tx: i64, endpoint_id: &str) -> rusqlite::Result<bool> {
         let promoted: Option<i64> = self
             .conn
-            .prepare_cached(
-                "UPDATE deliveries SET ready = 1
-                 WHERE id = (SELECT id FROM deliveries
-                             WHERE tx = ?1 AND endpoint_id = ?2 AND status = 'pending'
-                             ORDER BY seq LIMIT 1)
-                 RETURNING id",
-            )?
+            .prepare_cached(PROMOTE_NEXT)?
             .query_row(params![tx, endpoint_id], |r| r.get(0))
             .optional()?;
         if let Some(id) = promoted {
@@ -1235,6 +1237,36 @@ mod tests {
             plan.contains("COVERING INDEX deliveries_due_by_endpoint"),
             "{plan}"
         );
+    }
+
+    /// Every lookup of a transaction's deliveries goes through indexes: none scans a table.
+    #[test]
+    fn the_queue_lookups_search_indexes_and_scan_no_table() {
+        let w = writer();
+        for sql in [
+            INSERT_DELIVERY,
+            PROMOTE_NEXT,
+            admin::QUEUE,
+            admin::REQUEUE_SENT,
+            admin::PENDING_ENDPOINTS,
+            admin::PENDING_COUNT,
+            admin::RETAINABLE,
+        ] {
+            let mut explain = w
+                .conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap();
+            let nulls = vec![rusqlite::types::Null; explain.parameter_count()];
+            let plan: Vec<String> = explain
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter().all(|step| !step.starts_with("SCAN")),
+                "{sql}\n{plan:#?}"
+            );
+        }
     }
 
     #[test]
