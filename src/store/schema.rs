@@ -187,9 +187,12 @@ CREATE INDEX deliveries_dead_by_tx ON deliveries(tx) WHERE status = 'dead';
 "#,
     r#"
 -- Fewer index writes per call (issue 5).
--- Leases live in the writer's memory now; the column stays 0.
+-- Leases live in the writer's memory now and the column stays 0: void the last ones an older
+-- version wrote (while their index still finds them), due now rather than at their lease end,
+-- and stop maintaining the index. Start-up no longer looks for leases in the file.
+UPDATE deliveries SET leased = 0, next_attempt_at = min(next_attempt_at, CAST(strftime('%s', 'now') AS INTEGER) * 1000)
+    WHERE leased = 1;
 DROP INDEX deliveries_leased;
-UPDATE deliveries SET leased = 0 WHERE leased = 1;
 -- Retention looks for final transactions only: index those alone, so that a transaction enters
 -- this index once, when it ends, instead of moving in it on every call.
 DROP INDEX transactions_by_update;
@@ -358,7 +361,7 @@ mod tests {
              INSERT INTO notifications (id, tx, tguid, seq, webhook_id, operation, status, body, created_at)
              VALUES (1, 1, 'done', 1, 'msg_a', 'ENROLL', 'ENROLLED', X'7B7D', 2);
              INSERT INTO deliveries (notification_id, endpoint_id, tx, tguid, seq, status, ready, leased, next_attempt_at)
-             VALUES (1, 'e', 1, 'done', 1, 'pending', 1, 1, 2);",
+             VALUES (1, 'e', 1, 'done', 1, 'pending', 1, 1, 9999999999999);",
         )
         .unwrap();
         migrate(&mut conn).unwrap();
@@ -381,8 +384,13 @@ mod tests {
             )
             .unwrap();
         assert_eq!(in_index, 1);
-        // Rows are all there, and no lease is left in the column.
+        // Rows are all there, and no lease is left in the column; the one an older version
+        // left is due now, not at its lease end.
         let kept: Vec<(i64, i64)> = pairs(&conn, "SELECT id, leased FROM deliveries");
         assert_eq!(kept, [(1, 0)]);
+        let due: i64 = conn
+            .query_row("SELECT next_attempt_at FROM deliveries", [], |r| r.get(0))
+            .unwrap();
+        assert!(due <= crate::clock::now_ms(), "due at {due}");
     }
 }

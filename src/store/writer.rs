@@ -214,7 +214,7 @@ pub(super) fn stored_subscriptions(endpoint: &str, json: Option<&str>) -> Subscr
     })
 }
 
-/// Startup work on the write connection: record the configured endpoints, release leases.
+/// Startup work on the write connection: record the configured endpoints.
 pub(super) fn prepare(
     conn: &mut Connection,
     endpoints: &[(String, String)],
@@ -243,11 +243,8 @@ pub(super) fn prepare(
             params![id, url, now, patterns, format],
         )?;
     }
-    // One process owns a database file: leases left by a previous (killed) process are void.
-    tx.execute(
-        "UPDATE deliveries SET leased = 0, next_attempt_at = ?1 WHERE leased = 1",
-        params![now],
-    )?;
+    // Leases live in the writer's memory, so a killed process's are gone with it; migration 6
+    // voided the last ones an older version wrote in the `leased` column.
     let api: Vec<ApiEndpoint> = tx
         .prepare(
             "SELECT id, url, secret, format FROM endpoints WHERE source = 'api' AND active = 1",
