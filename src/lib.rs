@@ -21,6 +21,8 @@ pub mod jobs;
 pub mod receiver;
 pub mod states;
 pub mod store;
+#[cfg(test)]
+mod test_http;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -264,25 +264,9 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let (mut s, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
             for a in answers {
-                let mut seen = Vec::new();
-                let mut chunk = [0u8; 1024];
-                // Read one request: its head, then content-length bytes.
-                loop {
-                    let n = s.read(&mut chunk).await.unwrap();
-                    seen.extend_from_slice(&chunk[..n]);
-                    if let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length: "))
-                            .map(|v| v.trim().parse().unwrap())
-                            .unwrap_or(0);
-                        if seen.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
-                }
+                assert!(crate::test_http::next_request(&mut s, &mut seen).await);
                 s.write_all(a).await.unwrap();
             }
         });

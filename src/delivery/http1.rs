@@ -251,7 +251,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
 
     /// A server answering each request with `answer(n)` (n counts requests), closing the
@@ -273,32 +273,11 @@ mod tests {
                 let requests = requests.clone();
                 tokio::spawn(async move {
                     let mut seen = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        let Ok(n) = s.read(&mut chunk).await else {
+                    while crate::test_http::next_request(&mut s, &mut seen).await {
+                        let i = requests.fetch_add(1, Ordering::SeqCst);
+                        s.write_all(answer(i).as_bytes()).await.unwrap();
+                        if close(i) {
                             return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        seen.extend_from_slice(&chunk[..n]);
-                        // One whole request: its head, then content-length bytes.
-                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
-                            let len: usize = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length: "))
-                                .map(|v| v.trim().parse().unwrap())
-                                .unwrap_or(0);
-                            if seen.len() < end + 4 + len {
-                                break;
-                            }
-                            seen.drain(..end + 4 + len);
-                            let i = requests.fetch_add(1, Ordering::SeqCst);
-                            s.write_all(answer(i).as_bytes()).await.unwrap();
-                            if close(i) {
-                                return;
-                            }
                         }
                     }
                 });

@@ -145,7 +145,7 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeliveryRow> {
     Ok(DeliveryRow {
         id: r.get(0)?,
         endpoint_id: r.get(1)?,
-        // Only a pending delivery has a next attempt; a lease end is not one to show.
+        // Only a pending delivery has a next attempt.
         next_attempt_at: if status == "pending" { r.get(4)? } else { None },
         status,
         attempts: r.get(3)?,
