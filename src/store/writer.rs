@@ -152,7 +152,8 @@ struct Writer {
     synced_full: bool,
     handoff: HandoffSender,
     /// Queue heads the batch made, to hand over once it has committed: new ones with what
-    /// they send (in hand), and promoted ones (read back after the commit).
+    /// they send (in hand), and promoted ones (read back after the commit). Recorded whether
+    /// or not a dispatcher took the handoff: `hand_over` then says they wait to be claimed.
     fresh: Vec<ClaimedDelivery>,
     promoted: Vec<(i64, String)>,
     /// Leases taken by the batch's claims: given back if the batch does not commit (its
@@ -541,12 +542,10 @@ impl Writer {
             }
             Command::Apply { request, .. } => {
                 let r = self.apply(request, now);
-                let (ok, woke) = match &r {
-                    // Handed over after the commit, or left for a claim (then `hand_over` says so).
-                    Ok(a) => (true, a.notifications > 0 && !self.handoff.open()),
-                    Err(_) => (false, false),
-                };
-                done(Outcome::Apply(r), ok, woke)
+                let ok = r.is_ok();
+                // The heads it queued are handed over after the commit, or left for a claim;
+                // `hand_over` says which.
+                done(Outcome::Apply(r), ok, false)
             }
             Command::Shutdown => done(Outcome::Done, true, false),
             Command::Admin { op, .. } => {
@@ -779,7 +778,6 @@ impl Writer {
                 .execute(params![tguid, event_id, fingerprint])?;
         }
 
-        let handing_over = self.handoff.open();
         for notification in &transition.notifications {
             let body: Arc<[u8]> = notification.body(&request.tguid).into();
             let webhook_id = new_webhook_id(now);
@@ -801,7 +799,7 @@ impl Writer {
                         params![notification_id, endpoint.id, tx, tguid, next_seq, now],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )?;
-                if head && handing_over && endpoint.enabled {
+                if head && endpoint.enabled {
                     self.fresh.push(ClaimedDelivery {
                         id,
                         endpoint_id: endpoint.id.clone(),
@@ -940,7 +938,7 @@ impl Writer {
     /// claims go by due time, so it is sent before heads queued after it. Setting it to "now"
     /// would put a transaction's 2nd and 3rd notifications behind every newer head, which is
     /// what made the tail of a backlog drain slowly.
-    fn promote_next(&mut self, tx: i64, endpoint_id: &str) -> rusqlite::Result<bool> {
+    fn promote_next(&mut self, tx: i64, endpoint_id: &str) -> rusqlite::Result<()> {
         let promoted: Option<i64> = self
             .conn
             .prepare_cached(PROMOTE_NEXT)?
@@ -949,7 +947,7 @@ impl Writer {
         if let Some(id) = promoted {
             self.promoted.push((id, endpoint_id.to_owned()));
         }
-        Ok(promoted.is_some())
+        Ok(())
     }
 
     fn finish(
@@ -959,7 +957,7 @@ impl Writer {
         http_status: Option<u16>,
         error: Option<&str>,
         now: i64,
-    ) -> rusqlite::Result<bool> {
+    ) -> rusqlite::Result<()> {
         let done: Option<(i64, String)> = self
             .conn
             .prepare_cached(
@@ -978,7 +976,7 @@ impl Writer {
                 self.note_endpoint_health(&endpoint, status == "delivered", now)?;
                 self.promote_next(tx, &endpoint)
             }
-            None => Ok(false),
+            None => Ok(()),
         }
     }
 
@@ -1005,16 +1003,15 @@ impl Writer {
             }
             match c {
                 Completion::Delivered { id, http_status } => {
-                    woke |= self.finish(*id, "delivered", Some(*http_status), None, now)?
-                        && !self.handoff.open();
+                    // A head it promotes is handed over after the commit (`hand_over`).
+                    self.finish(*id, "delivered", Some(*http_status), None, now)?;
                 }
                 Completion::Dead {
                     id,
                     http_status,
                     error,
                 } => {
-                    woke |= self.finish(*id, "dead", *http_status, Some(error), now)?
-                        && !self.handoff.open();
+                    self.finish(*id, "dead", *http_status, Some(error), now)?;
                 }
                 Completion::Retry {
                     id,
