@@ -71,11 +71,7 @@ pub async fn run(
             .iter()
             .map(|e| (e.id.clone(), e.url.to_string()))
             .collect(),
-        delivery: store::DeliveryLimits {
-            lease_ms: settings.delivery.lease.as_millis() as i64,
-            max_in_flight: settings.delivery.max_in_flight,
-            endpoint_concurrency: settings.delivery.endpoint_concurrency,
-        },
+        delivery: (&settings.delivery).into(),
     };
     let mut endpoint_options: store::ConfigEndpointOptions = settings
         .endpoints

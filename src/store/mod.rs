@@ -125,14 +125,20 @@ pub struct DeliveryLimits {
     pub endpoint_concurrency: usize,
 }
 
+impl From<&crate::config::DeliverySettings> for DeliveryLimits {
+    fn from(d: &crate::config::DeliverySettings) -> Self {
+        DeliveryLimits {
+            lease_ms: d.lease.as_millis() as i64,
+            max_in_flight: d.max_in_flight,
+            endpoint_concurrency: d.endpoint_concurrency,
+        }
+    }
+}
+
 impl Default for DeliveryLimits {
     /// The configuration's defaults.
     fn default() -> Self {
-        DeliveryLimits {
-            lease_ms: 60_000,
-            max_in_flight: 512,
-            endpoint_concurrency: 64,
-        }
+        (&crate::config::Settings::default().delivery).into()
     }
 }
 
