@@ -172,9 +172,11 @@ pub fn disk_ceiling(
                 "INSERT INTO transactions (tguid, operation, state, created_at, updated_at, next_seq)
                  VALUES (?1, ?2, 'PROCESSING', ?3, ?3, 1)",
             )?;
+            // Found first, then updated by rowid: `RETURNING` would cost an ephemeral table.
+            let mut find = tx.prepare_cached("SELECT id FROM transactions WHERE tguid = ?1")?;
             let mut update = tx.prepare_cached(
                 "UPDATE transactions SET state = ?2, updated_at = ?3, next_seq = next_seq + ?4
-                 WHERE tguid = ?1 RETURNING id",
+                 WHERE id = ?1",
             )?;
             let mut notify = tx.prepare_cached(
                 "INSERT INTO notifications (tx, tguid, seq, webhook_id, operation, status, body, created_at)
@@ -200,10 +202,8 @@ pub fn disk_ceiling(
                     }
                     Op::Outcome(tguid, first_seq, statuses) => {
                         let last = statuses.last().copied().unwrap_or("PROCESSING");
-                        let id: i64 = update
-                            .query_row(params![tguid, last, now, statuses.len() as i64], |r| {
-                                r.get(0)
-                            })?;
+                        let id: i64 = find.query_row([&tguid], |r| r.get(0))?;
+                        update.execute(params![id, last, now, statuses.len() as i64])?;
                         rows += 1;
                         for (k, status) in statuses.iter().enumerate() {
                             let seq = first_seq + k as i64;

@@ -31,11 +31,13 @@ pub(super) const PENDING_COUNT: &str = "SELECT count(*) FROM deliveries
      WHERE tx = ?1 AND status = 'pending' AND (?2 IS NULL OR endpoint_id = ?2)";
 
 /// Final transactions last changed before ?1 with nothing pending or dead: what retention may
-/// delete. The partial index holds final transactions only; the IN list must match its own.
+/// delete. The partial index holds final transactions only; the state test must be its own
+/// predicate, word for word, for SQLite to use it.
 pub(super) const RETAINABLE: &str =
     "SELECT t.id, t.tguid FROM transactions t INDEXED BY transactions_final_by_update
      WHERE t.updated_at < ?1
-       AND t.state IN ('ENROLLED', 'FAILED', 'MATCH', 'NOT_MATCH', 'PERSON_NOT_FOUND')
+       AND (t.state = 'ENROLLED' OR t.state = 'FAILED' OR t.state = 'MATCH' OR t.state = 'NOT_MATCH'
+            OR t.state = 'PERSON_NOT_FOUND')
        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tx = t.id AND d.status = 'pending')
        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tx = t.id AND d.status = 'dead')
      LIMIT ?2";

@@ -199,6 +199,15 @@ DROP INDEX transactions_by_update;
 CREATE INDEX transactions_final_by_update ON transactions(updated_at)
     WHERE state IN ('ENROLLED', 'FAILED', 'MATCH', 'NOT_MATCH', 'PERSON_NOT_FOUND');
 "#,
+    r#"
+-- The same index, its predicate without IN: SQLite tests a value against an IN list of more
+-- than two constants by building an ephemeral b-tree of the list, and it evaluates a partial
+-- index's predicate on every insert and update of the table: two such trees per call.
+DROP INDEX transactions_final_by_update;
+CREATE INDEX transactions_final_by_update ON transactions(updated_at)
+    WHERE state = 'ENROLLED' OR state = 'FAILED' OR state = 'MATCH' OR state = 'NOT_MATCH'
+       OR state = 'PERSON_NOT_FOUND';
+"#,
 ];
 
 /// Brings the schema up to date inside one transaction.
@@ -378,7 +387,8 @@ mod tests {
         let in_index: i64 = conn
             .query_row(
                 "SELECT count(*) FROM transactions INDEXED BY transactions_final_by_update
-                 WHERE updated_at < 100 AND state IN ('ENROLLED', 'FAILED', 'MATCH', 'NOT_MATCH', 'PERSON_NOT_FOUND')",
+                 WHERE updated_at < 100 AND (state = 'ENROLLED' OR state = 'FAILED' OR state = 'MATCH'
+                     OR state = 'NOT_MATCH' OR state = 'PERSON_NOT_FOUND')",
                 [],
                 |r| r.get(0),
             )
