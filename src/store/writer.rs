@@ -338,8 +338,12 @@ pub(super) fn spawn(
             while let Some(first) = commands.blocking_recv() {
                 batch.push(first);
                 drain(&mut commands, &mut batch);
-                let stop = batch.iter().any(|c| matches!(c, Command::Shutdown));
-                let woke = writer.run_batch(&mut batch);
+                let mut stop = batch.iter().any(|c| matches!(c, Command::Shutdown));
+                let woke = writer.run_batch_joining(&mut batch, &mut |batch| {
+                    let from = batch.len();
+                    drain(&mut commands, batch);
+                    stop |= batch[from..].iter().any(|c| matches!(c, Command::Shutdown));
+                });
                 if woke {
                     ready.notify_one();
                 }
@@ -363,7 +367,21 @@ fn drain(commands: &mut mpsc::Receiver<Command>, batch: &mut Vec<Command>) {
 
 impl Writer {
     /// Runs a batch in one transaction; returns whether deliveries became claimable.
+    #[cfg(test)]
     fn run_batch(&mut self, batch: &mut Vec<Command>) -> bool {
+        self.run_batch_joining(batch, &mut |_| {})
+    }
+
+    /// Runs a batch in one transaction, as [`Writer::run_batch`]; before its COMMIT, the
+    /// commands that reached the queue while it ran (`more` moves them into the batch) join
+    /// it, as long as some keep coming. They would otherwise wait for this commit and then
+    /// for one of their own: under load, a call arrives every few tens of µs and a commit's
+    /// fsync takes hundreds, so joining is what fills a commit.
+    fn run_batch_joining(
+        &mut self,
+        batch: &mut Vec<Command>,
+        more: &mut dyn FnMut(&mut Vec<Command>),
+    ) -> bool {
         let now = now_ms();
         tracing::trace!(commands = batch.len(), "write batch");
         if let Err(e) = self.sync_for(batch) {
@@ -374,6 +392,26 @@ impl Writer {
             return false;
         }
         let mut result = self.run_pass(batch, now, Isolation::Optimistic);
+        // A batch of only delivery results commits without an fsync (`sync_for`): calls
+        // cannot join it. Nor can more than a batch's worth of commands.
+        let joinable = self.synced_full || !self.options.synchronous_full;
+        while joinable && batch.len() < MAX_BATCH {
+            let Ok((outcomes, woke)) = &mut result else {
+                break;
+            };
+            let from = batch.len();
+            more(batch);
+            if batch.len() == from {
+                break;
+            }
+            match self.run_commands(&batch[from..], now, Isolation::Optimistic) {
+                Ok((joined, joined_woke)) => {
+                    outcomes.extend(joined);
+                    *woke |= joined_woke;
+                }
+                Err(aborted) => result = Err(aborted),
+            }
+        }
         if let Err(PassAborted::CommandFailed) = result {
             tracing::warn!(
                 "a command failed after writing; the batch runs again, command by command"
@@ -493,6 +531,17 @@ impl Writer {
             tracing::error!(error = %e, "cannot begin a write transaction");
             return Err(PassAborted::CannotBegin(e.to_string()));
         }
+        self.run_commands(batch, now, isolation)
+    }
+
+    /// Runs commands in the open transaction; on a failure after writing (`Optimistic`), rolls
+    /// the whole transaction back.
+    fn run_commands(
+        &mut self,
+        batch: &[Command],
+        now: i64,
+        isolation: Isolation,
+    ) -> Result<(Vec<Outcome>, bool), PassAborted> {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut woke = false;
         for command in batch {
@@ -1274,6 +1323,108 @@ mod tests {
             count(&w, "SELECT count(*) FROM deliveries WHERE ready = 1"),
             2
         );
+    }
+
+    /// Hands `joining` to the pass the first time it asks for more, then nothing; counts asks.
+    fn joins(
+        joining: Vec<Command>,
+    ) -> (
+        impl FnMut(&mut Vec<Command>),
+        std::rc::Rc<std::cell::Cell<usize>>,
+    ) {
+        let asked = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counter = asked.clone();
+        let mut joining = Some(joining);
+        let more = move |batch: &mut Vec<Command>| {
+            counter.set(counter.get() + 1);
+            batch.extend(joining.take().unwrap_or_default());
+        };
+        (more, asked)
+    }
+
+    #[test]
+    fn commands_queued_during_a_pass_join_its_commit_and_get_their_own_answers() {
+        let mut w = writer();
+        let (a, a_rx) = register("a");
+        let (a_done, a_done_rx) = enrolled("a");
+        let (b, b_rx) = register("b");
+        let (b_missing, b_missing_rx) = enrolled("never-registered");
+        let (mut more, asked) = joins(vec![a_done, b, b_missing]);
+        w.run_batch_joining(&mut vec![a], &mut more);
+        assert_eq!(
+            asked.get(),
+            2,
+            "asked again after the joined ones, until none came"
+        );
+        assert!(a_rx.blocking_recv().unwrap().unwrap().created);
+        let applied = a_done_rx.blocking_recv().unwrap().unwrap();
+        assert_eq!(applied.summary.state, State::Enrolled);
+        assert!(b_rx.blocking_recv().unwrap().unwrap().created);
+        assert!(matches!(
+            b_missing_rx.blocking_recv().unwrap(),
+            Err(WriteError::NotFound(_))
+        ));
+        assert_eq!(
+            count(
+                &w,
+                "SELECT count(*) FROM transactions WHERE state = 'ENROLLED'"
+            ),
+            1
+        );
+    }
+
+    #[test]
+    fn a_joined_command_failing_after_writing_reruns_the_whole_batch_command_by_command() {
+        let mut w = writer();
+        w.run_batch(&mut vec![register("a").0, register("boom").0]);
+        w.conn
+            .execute_batch(
+                "CREATE TRIGGER boom AFTER INSERT ON notifications WHEN NEW.tguid = 'boom'
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )
+            .unwrap();
+        let (a, a_rx) = enrolled("a");
+        let (boom, boom_rx) = enrolled("boom");
+        let (c, c_rx) = register("c");
+        let (mut more, _) = joins(vec![boom, c]);
+        w.run_batch_joining(&mut vec![a], &mut more);
+        assert!(a_rx.blocking_recv().unwrap().is_ok());
+        let err = boom_rx.blocking_recv().unwrap().unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{err}");
+        assert!(c_rx.blocking_recv().unwrap().unwrap().created);
+        assert_eq!(
+            count(
+                &w,
+                "SELECT count(*) FROM transactions WHERE state = 'ENROLLED'"
+            ),
+            1
+        );
+        assert_eq!(
+            count(
+                &w,
+                "SELECT count(*) FROM transactions WHERE tguid = 'boom' AND state = 'PROCESSING'"
+            ),
+            1
+        );
+        assert_eq!(count(&w, "SELECT count(*) FROM transactions"), 3);
+    }
+
+    #[test]
+    fn a_batch_committed_without_fsync_takes_no_call_in() {
+        let (mut w, mut handed) = handing_over(DeliveryLimits::default());
+        w.options.synchronous_full = true;
+        w.run_batch(&mut vec![register("a").0]);
+        w.run_batch(&mut vec![enrolled("a").0]);
+        let d = handed.try_recv().unwrap();
+        let (mut more, asked) = joins(vec![register("b").0]);
+        w.run_batch_joining(&mut vec![delivered(d.id)], &mut more);
+        assert_eq!(asked.get(), 0, "results only: NORMAL, so nothing may join");
+        assert!(!w.synced_full);
+        // A batch with a call is FULL, and results may join it.
+        let (mut more, asked) = joins(Vec::new());
+        w.run_batch_joining(&mut vec![register("c").0], &mut more);
+        assert_eq!(asked.get(), 1);
+        assert!(w.synced_full);
     }
 
     #[test]
