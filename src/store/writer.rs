@@ -1272,6 +1272,16 @@ mod tests {
         (Command::Apply { request, reply }, rx)
     }
 
+    /// Makes every notification insert of `tguid` fail: after the state update and log row.
+    fn fail_notifications_of(w: &Writer, tguid: &str) {
+        w.conn
+            .execute_batch(&format!(
+                "CREATE TRIGGER boom AFTER INSERT ON notifications WHEN NEW.tguid = '{tguid}'
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+            ))
+            .unwrap();
+    }
+
     fn count(w: &Writer, sql: &str) -> i64 {
         w.conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
@@ -1281,13 +1291,7 @@ mod tests {
         let mut w = writer();
         let mut setup = vec![register("a").0, register("boom").0, register("c").0];
         w.run_batch(&mut setup);
-        // The notification insert of "boom" fails after its state update and log row.
-        w.conn
-            .execute_batch(
-                "CREATE TRIGGER boom AFTER INSERT ON notifications WHEN NEW.tguid = 'boom'
-                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
-            )
-            .unwrap();
+        fail_notifications_of(&w, "boom");
         let (a, a_rx) = enrolled("a");
         let (boom, boom_rx) = enrolled("boom");
         let (c, c_rx) = enrolled("c");
@@ -1377,12 +1381,7 @@ mod tests {
     fn a_joined_command_failing_after_writing_reruns_the_whole_batch_command_by_command() {
         let mut w = writer();
         w.run_batch(&mut vec![register("a").0, register("boom").0]);
-        w.conn
-            .execute_batch(
-                "CREATE TRIGGER boom AFTER INSERT ON notifications WHEN NEW.tguid = 'boom'
-                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
-            )
-            .unwrap();
+        fail_notifications_of(&w, "boom");
         let (a, a_rx) = enrolled("a");
         let (boom, boom_rx) = enrolled("boom");
         let (c, c_rx) = register("c");
