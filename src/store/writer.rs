@@ -1066,27 +1066,23 @@ impl Writer {
         error: Option<&str>,
         now: i64,
     ) -> rusqlite::Result<()> {
-        let done: Option<(i64, String)> = self
+        let pending: Option<(i64, String)> = self
             .conn
             .prepare_cached(PENDING_DELIVERY)?
             .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        if done.is_some() {
-            self.conn.prepare_cached(FINISH_DELIVERY)?.execute(params![
-                id,
-                status,
-                http_status,
-                error,
-                now
-            ])?;
-        }
-        match done {
-            Some((tx, endpoint)) => {
-                self.note_endpoint_health(&endpoint, status == "delivered", now)?;
-                self.promote_next(tx, &endpoint)
-            }
-            None => Ok(()),
-        }
+        let Some((tx, endpoint)) = pending else {
+            return Ok(());
+        };
+        self.conn.prepare_cached(FINISH_DELIVERY)?.execute(params![
+            id,
+            status,
+            http_status,
+            error,
+            now
+        ])?;
+        self.note_endpoint_health(&endpoint, status == "delivered", now)?;
+        self.promote_next(tx, &endpoint)
     }
 
     /// Tracks since when an endpoint has failed every attempt (cleared by any success).
@@ -1133,7 +1129,7 @@ impl Writer {
                         .prepare_cached(PENDING_DELIVERY)?
                         .query_row([id], |r| r.get(1))
                         .optional()?;
-                    if endpoint.is_some() {
+                    if let Some(endpoint) = endpoint {
                         self.conn.prepare_cached(RETRY_DELIVERY)?.execute(params![
                             id,
                             next_attempt_at,
@@ -1141,8 +1137,6 @@ impl Writer {
                             error,
                             now
                         ])?;
-                    }
-                    if let Some(endpoint) = endpoint {
                         self.note_endpoint_health(&endpoint, false, now)?;
                     }
                     woke = true;
