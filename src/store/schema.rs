@@ -193,17 +193,18 @@ CREATE INDEX deliveries_dead_by_tx ON deliveries(tx) WHERE status = 'dead';
 UPDATE deliveries SET leased = 0, next_attempt_at = min(next_attempt_at, CAST(strftime('%s', 'now') AS INTEGER) * 1000)
     WHERE leased = 1;
 DROP INDEX deliveries_leased;
--- Retention looks for final transactions only: index those alone, so that a transaction enters
--- this index once, when it ends, instead of moving in it on every call.
+-- Retention's index moves off the hot path: migration 7 builds its replacement. (Earlier
+-- builds of this version created transactions_final_by_update here, with an IN list;
+-- migration 7 replaces it, so that an upgrade from 0.1.0 builds the index only once.)
 DROP INDEX transactions_by_update;
-CREATE INDEX transactions_final_by_update ON transactions(updated_at)
-    WHERE state IN ('ENROLLED', 'FAILED', 'MATCH', 'NOT_MATCH', 'PERSON_NOT_FOUND');
 "#,
     r#"
--- The same index, its predicate without IN: SQLite tests a value against an IN list of more
--- than two constants by building an ephemeral b-tree of the list, and it evaluates a partial
--- index's predicate on every insert and update of the table: two such trees per call.
-DROP INDEX transactions_final_by_update;
+-- Retention looks for final transactions only: index those alone, so that a transaction enters
+-- this index once, when it ends, instead of moving in it on every call. The predicate is
+-- written without IN: SQLite tests a value against an IN list of more than two constants by
+-- building an ephemeral b-tree of the list, and it evaluates a partial index's predicate on
+-- every insert and update of the table: two such trees per call.
+DROP INDEX IF EXISTS transactions_final_by_update;
 CREATE INDEX transactions_final_by_update ON transactions(updated_at)
     WHERE state = 'ENROLLED' OR state = 'FAILED' OR state = 'MATCH' OR state = 'NOT_MATCH'
        OR state = 'PERSON_NOT_FOUND';
@@ -358,6 +359,39 @@ mod tests {
         )
         .unwrap();
         assert_eq!(conn.last_insert_rowid(), 7);
+    }
+
+    /// A file an earlier build took to version 6 has the retention index with an IN list;
+    /// migration 7 replaces it with the same rows and a predicate without one.
+    #[test]
+    fn migration_7_replaces_the_in_list_index_of_an_earlier_version_6() {
+        let mut conn = database_at(6);
+        conn.execute_batch(
+            "CREATE INDEX transactions_final_by_update ON transactions(updated_at)
+                 WHERE state IN ('ENROLLED', 'FAILED', 'MATCH', 'NOT_MATCH', 'PERSON_NOT_FOUND');
+             INSERT INTO transactions (id, tguid, operation, state, created_at, updated_at, next_seq)
+             VALUES (1, 'done', 'ENROLL', 'ENROLLED', 1, 2, 2), (2, 'open', 'ENROLL', 'PENDING', 1, 3, 1);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let sql: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_schema WHERE name = 'transactions_final_by_update'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!sql.contains(" IN "), "{sql}");
+        let in_index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM transactions INDEXED BY transactions_final_by_update
+                 WHERE updated_at < 100 AND (state = 'ENROLLED' OR state = 'FAILED' OR state = 'MATCH'
+                     OR state = 'NOT_MATCH' OR state = 'PERSON_NOT_FOUND')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(in_index, 1);
     }
 
     #[test]
