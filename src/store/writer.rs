@@ -192,6 +192,9 @@ struct Writer {
     /// call commit FULL (when configured); the others need no fsync of their own.
     synced_full: bool,
     handoff: HandoffSender,
+    /// The last health each endpoint was noted with in the open transaction
+    /// (`note_endpoint_health`): noting it again changes nothing, so it is skipped.
+    health_noted: Vec<(String, bool)>,
     /// Queue heads the batch made, to hand over once it has committed: new ones with what
     /// they send (in hand), and promoted ones (read back after the commit). Recorded whether
     /// or not a dispatcher took the handoff: `hand_over` then says they wait to be claimed.
@@ -329,6 +332,7 @@ pub(super) fn spawn(
                 leases,
                 synced_full,
                 handoff,
+                health_noted: Vec::new(),
                 fresh: Vec::new(),
                 promoted: Vec::new(),
                 claimed: Vec::new(),
@@ -527,6 +531,7 @@ impl Writer {
         now: i64,
         isolation: Isolation,
     ) -> Result<(Vec<Outcome>, bool), PassAborted> {
+        self.health_noted.clear();
         if let Err(e) = self.statement("BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "cannot begin a write transaction");
             return Err(PassAborted::CannotBegin(e.to_string()));
@@ -553,9 +558,14 @@ impl Writer {
             }
             let marks = (self.fresh.len(), self.promoted.len(), self.claimed.len());
             let done = self.execute(command, now);
+            if matches!(command, Command::Admin { .. }) {
+                // It may have changed an endpoint's health itself.
+                self.health_noted.clear();
+            }
             if isolated {
                 if !done.ok {
                     self.savepoint("ROLLBACK TO command");
+                    self.health_noted.clear();
                     // Its writes are undone; so is what it left in memory.
                     self.fresh.truncate(marks.0);
                     self.promoted.truncate(marks.1);
@@ -1085,8 +1095,21 @@ impl Writer {
         self.promote_next(tx, &endpoint)
     }
 
-    /// Tracks since when an endpoint has failed every attempt (cleared by any success).
-    fn note_endpoint_health(&self, endpoint_id: &str, ok: bool, now: i64) -> rusqlite::Result<()> {
+    /// Tracks since when an endpoint has failed every attempt (cleared by any success). Both
+    /// updates are idempotent within a transaction (`now` is the batch's), so only a change
+    /// from the endpoint's last noted health runs one: a batch of a hundred results for one
+    /// endpoint makes one update, not a hundred.
+    fn note_endpoint_health(
+        &mut self,
+        endpoint_id: &str,
+        ok: bool,
+        now: i64,
+    ) -> rusqlite::Result<()> {
+        match self.health_noted.iter_mut().find(|(e, _)| e == endpoint_id) {
+            Some((_, noted)) if *noted == ok => return Ok(()),
+            Some((_, noted)) => *noted = ok,
+            None => self.health_noted.push((endpoint_id.to_owned(), ok)),
+        }
         let sql = if ok {
             "UPDATE endpoints SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL AND ?2 >= 0"
         } else {
@@ -1222,6 +1245,7 @@ mod tests {
                 deliveries: handed,
                 taken: Default::default(),
             },
+            health_noted: Vec::new(),
             fresh: Vec::new(),
             promoted: Vec::new(),
             claimed: Vec::new(),
@@ -1321,6 +1345,41 @@ mod tests {
             count(&w, "SELECT count(*) FROM deliveries WHERE ready = 1"),
             2
         );
+    }
+
+    fn retried(id: i64) -> Command {
+        Command::Complete {
+            completions: vec![Completion::Retry {
+                id,
+                http_status: Some(503),
+                error: "unavailable".into(),
+                next_attempt_at: now_ms() + 60_000,
+            }],
+        }
+    }
+
+    fn failing_since(w: &Writer) -> Option<i64> {
+        w.conn
+            .query_row(
+                "SELECT failing_since FROM endpoints WHERE id = 'e'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn an_endpoints_health_follows_its_last_result_in_a_batch() {
+        let mut w = writer();
+        let mut setup = vec![register("a").0, register("b").0];
+        w.run_batch(&mut setup);
+        w.run_batch(&mut vec![enrolled("a").0, enrolled("b").0]);
+        // A success, then a failure: failing since this batch (the first noted is not enough).
+        w.run_batch(&mut vec![delivered(1), retried(2)]);
+        assert!(failing_since(&w).is_some());
+        // Failures then a success in one batch: healthy again.
+        w.run_batch(&mut vec![retried(2), retried(2), delivered(2)]);
+        assert_eq!(failing_since(&w), None);
     }
 
     /// Hands `joining` to the pass the first time it asks for more, then nothing; counts asks.
