@@ -56,10 +56,20 @@ fn a_closed_loop_run_with_the_ceilings_delivers_every_notification_in_order() {
     let http = the_run_of(&outcome, "http-null");
     assert_eq!(http["api_calls"], 675);
     assert_eq!(http["api_errors"], 0);
-    let disk = the_run_of(&outcome, "disk-null");
+    let disk = the_run_of(&outcome, "disk-same");
+    assert_eq!(disk["api_calls"], 675);
     assert_eq!(disk["notifications_delivered"], 405);
+    let minimal = the_run_of(&outcome, "disk-null");
+    assert_eq!(minimal["notifications_delivered"], 405);
 
     assert_eq!(outcome["ratio"]["per_run"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        outcome["ratio_minimal_schema"]["per_run"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert!(outcome["table"].as_str().unwrap().contains("lower ceiling"));
 }
 

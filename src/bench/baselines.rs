@@ -2,7 +2,10 @@
 //!
 //! - HTTP: a hyper server that answers 200 to every call and does nothing else;
 //! - disk: one thread writing, in SQLite, the rows the service must write for the same
-//!   transactions (WAL, the same `synchronous`), committing a batch at a time.
+//!   transactions (WAL, the same `synchronous`), committing a batch at a time, in two
+//!   schemas: the service's own, with its writer's statements ([`DiskSchema::Service`]: the
+//!   same writes, no HTTP, no state machine), and a minimal one that holds only what a
+//!   notification needs ([`DiskSchema::Minimal`]: what any design would have to write).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::oneshot;
 
 use super::mix::{Call, Kind};
@@ -92,6 +95,16 @@ impl Drop for NullServer {
     }
 }
 
+/// Which rows the disk ceiling writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskSchema {
+    /// The service's schema (its migrations) and its writer's statements: for each call the
+    /// rows, indexes and history the service writes, and each delivery's result.
+    Service,
+    /// Three tables and the indexes a notification needs, nothing else.
+    Minimal,
+}
+
 /// What the disk ceiling run did.
 #[derive(Debug, Clone)]
 pub struct DiskRun {
@@ -131,33 +144,17 @@ pub fn disk_ceiling(
     synchronous: &str,
     count: u64,
     batch: usize,
+    schema: DiskSchema,
 ) -> anyhow::Result<DiskRun> {
+    if schema == DiskSchema::Service {
+        return service_schema_ceiling(path, synchronous, count, batch);
+    }
     let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.execute_batch(SCHEMA)?;
 
-    enum Op {
-        Register(String, &'static str),
-        /// The tguid, the first notification's sequence number, the notifications' statuses.
-        Outcome(String, i64, Vec<&'static str>),
-    }
-    let mut ops: Vec<Op> = Vec::new();
-    for i in 0..count {
-        let kind = Kind::for_index(i);
-        let tguid = super::mix::tguid("disk", i);
-        let mut seq = 0;
-        for &(call, n) in kind.calls() {
-            match call {
-                Call::Register(op) => ops.push(Op::Register(tguid.clone(), op)),
-                _ => {
-                    let statuses = kind.expected()[seq..seq + n].to_vec();
-                    ops.push(Op::Outcome(tguid.clone(), seq as i64 + 1, statuses));
-                    seq += n;
-                }
-            }
-        }
-    }
+    let ops = ops_of(count);
 
     let started = Instant::now();
     let (mut calls, mut notifications, mut commits, mut rows) = (0u64, 0u64, 0u64, 0u64);
@@ -246,4 +243,254 @@ pub fn disk_ceiling(
         rows_written: rows,
         database_bytes,
     })
+}
+
+/// One call of the mix, as the disk ceiling writes it.
+enum Op {
+    Register(String, &'static str),
+    /// The tguid, the first notification's sequence number, the notifications' statuses.
+    Outcome(String, i64, Vec<&'static str>),
+}
+
+/// The calls of transactions `0..count` of the mix, in the order one client makes them.
+fn ops_of(count: u64) -> Vec<Op> {
+    let mut ops: Vec<Op> = Vec::new();
+    for i in 0..count {
+        let kind = Kind::for_index(i);
+        let tguid = super::mix::tguid("disk", i);
+        let mut seq = 0;
+        for &(call, n) in kind.calls() {
+            match call {
+                Call::Register(op) => ops.push(Op::Register(tguid.clone(), op)),
+                _ => {
+                    let statuses = kind.expected()[seq..seq + n].to_vec();
+                    ops.push(Op::Outcome(tguid.clone(), seq as i64 + 1, statuses));
+                    seq += n;
+                }
+            }
+        }
+    }
+    ops
+}
+
+/// [`disk_ceiling`] in the service's schema, with the statements its writer runs, in the
+/// same order: a registration looks the tguid up, inserts the transaction and its first
+/// transition; an outcome looks it up, advances it, logs the transition, and inserts each
+/// notification with its delivery (asking first whether it heads its queue); a delivery's
+/// result (in the next commit, as the dispatcher's report would be) checks it is pending,
+/// finishes it and makes its queue's next one ready. What the service adds on top of these
+/// writes is its HTTP, its state machine, its threads and the handing over of deliveries.
+fn service_schema_ceiling(
+    path: &Path,
+    synchronous: &str,
+    count: u64,
+    batch: usize,
+) -> anyhow::Result<DiskRun> {
+    use crate::store::statements as sql;
+    let mut conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    sql::migrate(&mut conn)?;
+    conn.execute(
+        "INSERT INTO endpoints (id, url, active, enabled, updated_at) VALUES ('bench', 'http://127.0.0.1:9/', 1, 1, 0)",
+        [],
+    )?;
+    let ops = ops_of(count);
+
+    let started = Instant::now();
+    let (mut calls, mut notifications, mut commits, mut rows) = (0u64, 0u64, 0u64, 0u64);
+    let mut pending_deliveries: Vec<i64> = Vec::new();
+    let mut ops = ops.into_iter().peekable();
+    while ops.peek().is_some() || !pending_deliveries.is_empty() {
+        let tx = conn.transaction()?;
+        let now = crate::clock::now_ms();
+        let mut created = Vec::new();
+        for id in pending_deliveries.drain(..) {
+            let pending: Option<(i64, String)> = tx
+                .prepare_cached(sql::PENDING_DELIVERY)?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((txid, endpoint)) = pending else {
+                continue;
+            };
+            tx.prepare_cached(sql::FINISH_DELIVERY)?.execute(params![
+                id,
+                "delivered",
+                200,
+                None::<String>,
+                now
+            ])?;
+            rows += 1;
+            let next: Option<i64> = tx
+                .prepare_cached(sql::NEXT_PENDING)?
+                .query_row(params![txid, endpoint], |r| r.get(0))
+                .optional()?;
+            if let Some(next) = next {
+                tx.prepare_cached(sql::MAKE_READY)?.execute([next])?;
+                rows += 1;
+            }
+        }
+        for op in ops.by_ref().take(batch) {
+            calls += 1;
+            let (tguid, found) = match &op {
+                Op::Register(tguid, _) | Op::Outcome(tguid, ..) => {
+                    let found: Option<(i64, String)> = tx
+                        .prepare_cached(sql::TRANSACTION_BY_TGUID)?
+                        .query_row([tguid], |r| Ok((r.get(5)?, r.get(1)?)))
+                        .optional()?;
+                    (tguid.clone(), found)
+                }
+            };
+            match op {
+                Op::Register(_, operation) => {
+                    tx.prepare_cached(sql::INSERT_TRANSACTION)?
+                        .execute(params![tguid, operation, now])?;
+                    let id = tx.last_insert_rowid();
+                    tx.prepare_cached(sql::INSERT_TRANSITION)?.execute(params![
+                        id,
+                        tguid,
+                        None::<String>,
+                        "PROCESSING",
+                        format!("register {operation}"),
+                        None::<String>,
+                        "bench",
+                        None::<String>,
+                        now
+                    ])?;
+                    rows += 2;
+                }
+                Op::Outcome(_, first_seq, statuses) => {
+                    let (id, from) =
+                        found.ok_or_else(|| anyhow::anyhow!("{tguid} not registered"))?;
+                    let last = statuses.last().copied().unwrap_or("PROCESSING");
+                    tx.prepare_cached(sql::ADVANCE_TRANSACTION)?
+                        .execute(params![id, last, now, first_seq + statuses.len() as i64])?;
+                    tx.prepare_cached(sql::INSERT_TRANSITION)?.execute(params![
+                        id,
+                        tguid,
+                        from,
+                        last,
+                        format!("event {last}"),
+                        None::<String>,
+                        "bench",
+                        None::<String>,
+                        now
+                    ])?;
+                    rows += 2;
+                    for (k, status) in statuses.iter().enumerate() {
+                        let seq = first_seq + k as i64;
+                        let body = format!(
+                            r#"{{"operation":"ENROLL","tguid":"{tguid}","status":"{status}"}}"#
+                        );
+                        let webhook_id = format!("msg_{:011x}{:016x}", now, fastrand::u64(..));
+                        tx.prepare_cached(sql::INSERT_NOTIFICATION)?
+                            .execute(params![
+                                id,
+                                tguid,
+                                seq,
+                                webhook_id,
+                                "ENROLL",
+                                status,
+                                body.as_bytes(),
+                                now
+                            ])?;
+                        let notification = tx.last_insert_rowid();
+                        let head: bool = tx
+                            .prepare_cached(sql::DELIVERY_IS_HEAD)?
+                            .query_row(params![id, "bench"], |r| r.get(0))?;
+                        tx.prepare_cached(sql::INSERT_DELIVERY)?.execute(params![
+                            notification,
+                            "bench",
+                            id,
+                            tguid,
+                            seq,
+                            head,
+                            now
+                        ])?;
+                        created.push(tx.last_insert_rowid());
+                        rows += 2;
+                        notifications += 1;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        commits += 1;
+        pending_deliveries = created;
+    }
+    let elapsed = started.elapsed();
+    let database_bytes = super::stats::database_bytes(path);
+    drop(conn);
+    Ok(DiskRun {
+        elapsed,
+        calls,
+        notifications,
+        commits,
+        rows_written: rows,
+        database_bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(conn: &Connection, sql: &str) -> u64 {
+        conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64
+    }
+
+    #[test]
+    fn the_same_writes_ceiling_leaves_what_the_service_would_for_the_mix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.db");
+        // 40 transactions: two rounds of the mix's 20; committed 7 calls at a time so that
+        // outcomes meet their registrations in later commits.
+        let run = disk_ceiling(&path, "FULL", 40, 7, DiskSchema::Service).unwrap();
+        let (calls, notifications) = crate::bench::mix::totals(0, 40);
+        assert_eq!((run.calls, run.notifications), (calls, notifications));
+
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(count(&conn, "SELECT count(*) FROM transactions"), 40);
+        // One transition per call, as the service logs them.
+        assert_eq!(count(&conn, "SELECT count(*) FROM transitions"), calls);
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM notifications"),
+            notifications
+        );
+        // Every delivery reported delivered, in its transaction's order: none left pending.
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+            ),
+            notifications
+        );
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT count(*) FROM deliveries WHERE status <> 'delivered'"
+            ),
+            0
+        );
+        // The service's schema, migrations and all.
+        assert!(count(&conn, "PRAGMA user_version") > 1);
+    }
+
+    #[test]
+    fn the_minimal_schema_run_writes_the_same_notifications() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.db");
+        let run = disk_ceiling(&path, "NORMAL", 40, 7, DiskSchema::Minimal).unwrap();
+        let (calls, notifications) = crate::bench::mix::totals(0, 40);
+        assert_eq!((run.calls, run.notifications), (calls, notifications));
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+            ),
+            notifications
+        );
+    }
 }

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use baselines::DiskSchema;
 use driver::{Load, Phase, Target};
 use receiver::{Receiver, Snapshot};
 use report::{RunReport, Subject};
@@ -190,7 +191,10 @@ pub struct Outcome {
     pub machine: Machine,
     pub runs: Vec<RunReport>,
     pub medians: Vec<report::Medians>,
+    /// Service ÷ the lower of the HTTP ceiling and the disk ceiling (the same writes).
     pub ratio: Option<report::Ratio>,
+    /// Service ÷ the lower of the HTTP ceiling and the minimal-schema disk run.
+    pub ratio_minimal_schema: Option<report::Ratio>,
     pub backlog: Option<backlog::BacklogReport>,
     pub table: String,
 }
@@ -340,10 +344,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Option<Outcome>> {
     }
     let (runs, backlog) = result?;
     machine.load_average_end = stats::load_average();
-    let medians = [Subject::Service, Subject::HttpNull, Subject::DiskNull]
-        .into_iter()
-        .filter_map(|s| report::medians(&runs, s))
-        .collect();
+    let medians = [
+        Subject::Service,
+        Subject::HttpNull,
+        Subject::DiskSame,
+        Subject::DiskNull,
+    ]
+    .into_iter()
+    .filter_map(|s| report::medians(&runs, s))
+    .collect();
     let mut table = if runs.is_empty() {
         String::new()
     } else {
@@ -380,7 +389,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Option<Outcome>> {
         tool: concat!("gbds-notifier ", env!("CARGO_PKG_VERSION")).to_owned(),
         command: std::env::args().collect(),
         machine,
-        ratio: report::ratio(&runs),
+        ratio: report::ratio(&runs, Subject::DiskSame),
+        ratio_minimal_schema: report::ratio(&runs, Subject::DiskNull),
         medians,
         runs,
         backlog,
@@ -421,8 +431,10 @@ async fn measure(
         if ctx.args.baseline || ctx.args.compare {
             eprintln!("run {run}: HTTP ceiling");
             runs.push(http_ceiling(ctx, run).await?);
-            eprintln!("run {run}: disk ceiling");
-            runs.push(disk_ceiling(ctx, run).await?);
+            eprintln!("run {run}: disk ceiling (the service's writes)");
+            runs.push(disk_ceiling(ctx, run, DiskSchema::Service).await?);
+            eprintln!("run {run}: disk, minimal schema");
+            runs.push(disk_ceiling(ctx, run, DiskSchema::Minimal).await?);
         }
         if let Some(observer) = &observer {
             eprintln!("run {run}: gbds-notifier");
@@ -745,23 +757,30 @@ async fn http_ceiling(ctx: &Context, run: usize) -> anyhow::Result<RunReport> {
     Ok(report)
 }
 
-/// The service's rows for the same transactions, written by one thread, a batch per commit.
-async fn disk_ceiling(ctx: &Context, run: usize) -> anyhow::Result<RunReport> {
+/// The service's rows for the same transactions, written by one thread, a batch per commit,
+/// in its own schema or in the minimal one.
+async fn disk_ceiling(ctx: &Context, run: usize, schema: DiskSchema) -> anyhow::Result<RunReport> {
     let args = &ctx.args;
     let load_average_before = stats::load_average();
-    let path = ctx.dir.join(format!("disk-{run}.db"));
+    let (name, subject) = match schema {
+        DiskSchema::Service => ("disk", Subject::DiskSame),
+        DiskSchema::Minimal => ("disk-minimal", Subject::DiskNull),
+    };
+    let path = ctx.dir.join(format!("{name}-{run}.db"));
     let (sync, count, batch) = (
         args.synchronous.as_str(),
         args.transactions,
         args.concurrency,
     );
     let p = path.clone();
-    let d = tokio::task::spawn_blocking(move || baselines::disk_ceiling(&p, sync, count, batch))
-        .await??;
+    let d = tokio::task::spawn_blocking(move || {
+        baselines::disk_ceiling(&p, sync, count, batch, schema)
+    })
+    .await??;
     remove_database(&path);
     let secs = d.elapsed.as_secs_f64();
     Ok(RunReport {
-        subject: Some(Subject::DiskNull),
+        subject: Some(subject),
         run,
         load: format!("one thread, {batch} calls per commit"),
         synchronous: sync.to_owned(),

@@ -21,45 +21,49 @@ const MAX_BATCH: usize = 1024;
 /// one is pending (`deliveries_queue`). Asked before the insert, rather than inside it with
 /// `RETURNING`: SQLite gathers a `RETURNING` statement's rows in an ephemeral table, a b-tree
 /// created and destroyed per statement, which cost the writer more than this second lookup.
-pub(super) const DELIVERY_IS_HEAD: &str =
+pub(crate) const DELIVERY_IS_HEAD: &str =
     "SELECT NOT EXISTS (SELECT 1 FROM deliveries WHERE tx = ?1 AND endpoint_id = ?2 AND status = 'pending')";
 
 /// A new delivery, claimable (`ready`) only when it is its queue's head (`DELIVERY_IS_HEAD`).
-pub(super) const INSERT_DELIVERY: &str =
+pub(crate) const INSERT_DELIVERY: &str =
     "INSERT INTO deliveries (notification_id, endpoint_id, tx, tguid, seq, status, ready, next_attempt_at)
      VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7)";
 
 /// The first pending delivery of a (transaction, endpoint): the one to make claimable next.
-pub(super) const NEXT_PENDING: &str = "SELECT id FROM deliveries
+pub(crate) const NEXT_PENDING: &str = "SELECT id FROM deliveries
      WHERE tx = ?1 AND endpoint_id = ?2 AND status = 'pending'
      ORDER BY seq LIMIT 1";
 
 /// A pending delivery's queue, looked up before its result is recorded (not with `RETURNING`:
 /// see `DELIVERY_IS_HEAD`).
-const PENDING_DELIVERY: &str =
+pub(crate) const PENDING_DELIVERY: &str =
     "SELECT tx, endpoint_id FROM deliveries WHERE id = ?1 AND status = 'pending'";
 
+/// A transaction's row, found by its tguid: what every call reads first.
+pub(crate) const TRANSACTION_BY_TGUID: &str =
+    "SELECT operation, state, created_at, updated_at, next_seq, id FROM transactions WHERE tguid = ?1";
+
 /// One step of a transaction's history.
-const INSERT_TRANSITION: &str =
+pub(crate) const INSERT_TRANSITION: &str =
     "INSERT INTO transitions (tx, tguid, from_state, to_state, input, uguid, actor, event_id, at)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
 /// A registered transaction, PROCESSING.
-const INSERT_TRANSACTION: &str =
+pub(crate) const INSERT_TRANSACTION: &str =
     "INSERT INTO transactions (tguid, operation, state, created_at, updated_at, next_seq)
      VALUES (?1, ?2, 'PROCESSING', ?3, ?3, 1)";
 
 /// A transaction's new state and next notification number.
-const ADVANCE_TRANSACTION: &str =
+pub(crate) const ADVANCE_TRANSACTION: &str =
     "UPDATE transactions SET state = ?2, updated_at = ?3, next_seq = ?4 WHERE id = ?1";
 
 /// A notification, numbered in its transaction.
-const INSERT_NOTIFICATION: &str =
+pub(crate) const INSERT_NOTIFICATION: &str =
     "INSERT INTO notifications (tx, tguid, seq, webhook_id, operation, status, body, created_at)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 /// A delivery's last result: delivered or dead.
-const FINISH_DELIVERY: &str =
+pub(crate) const FINISH_DELIVERY: &str =
     "UPDATE deliveries SET status = ?2, ready = 0, leased = 0, attempts = attempts + 1,
      last_status = ?3, last_error = ?4, last_attempt_at = ?5,
      delivered_at = CASE WHEN ?2 = 'delivered' THEN ?5 END
@@ -72,7 +76,7 @@ const RETRY_DELIVERY: &str =
      WHERE id = ?1";
 
 /// A queue's new head, claimable now.
-const MAKE_READY: &str = "UPDATE deliveries SET ready = 1 WHERE id = ?1";
+pub(crate) const MAKE_READY: &str = "UPDATE deliveries SET ready = 1 WHERE id = ?1";
 
 /// What a command produced, held back until the batch commits; then sent to its caller.
 enum Outcome {
@@ -697,9 +701,7 @@ impl Writer {
 
     /// A transaction as the writer needs it: its summary, its id and its next sequence number.
     fn summary(&self, tguid: &str) -> Result<Option<(TxSummary, TxRow)>, WriteError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT operation, state, created_at, updated_at, next_seq, id FROM transactions WHERE tguid = ?1",
-        )?;
+        let mut stmt = self.conn.prepare_cached(TRANSACTION_BY_TGUID)?;
         let row = stmt
             .query_row([tguid], |r| {
                 Ok((
