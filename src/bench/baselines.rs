@@ -149,9 +149,7 @@ pub fn disk_ceiling(
     if schema == DiskSchema::Service {
         return service_schema_ceiling(path, synchronous, count, batch);
     }
-    let mut conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", synchronous)?;
+    let mut conn = open_wal(path, synchronous)?;
     conn.execute_batch(SCHEMA)?;
 
     let ops = ops_of(count);
@@ -204,10 +202,7 @@ pub fn disk_ceiling(
                         rows += 1;
                         for (k, status) in statuses.iter().enumerate() {
                             let seq = first_seq + k as i64;
-                            let body = format!(
-                                r#"{{"operation":"ENROLL","tguid":"{tguid}","status":"{status}"}}"#
-                            );
-                            let webhook_id = format!("msg_{:011x}{:016x}", now, fastrand::u64(..));
+                            let (body, webhook_id) = notification_of(&tguid, status, now);
                             notify.execute(params![
                                 tguid,
                                 seq,
@@ -231,18 +226,45 @@ pub fn disk_ceiling(
         commits += 1;
         pending_deliveries = created;
     }
+    Ok(finished(
+        path,
+        conn,
+        started,
+        [calls, notifications, commits, rows],
+    ))
+}
+
+/// What a run did, given its counts of calls, notifications, commits and rows written.
+fn finished(path: &Path, conn: Connection, started: Instant, counts: [u64; 4]) -> DiskRun {
     let elapsed = started.elapsed();
     // Measured open, WAL included, as the service's database is.
     let database_bytes = super::stats::database_bytes(path);
     drop(conn);
-    Ok(DiskRun {
+    let [calls, notifications, commits, rows_written] = counts;
+    DiskRun {
         elapsed,
         calls,
         notifications,
         commits,
-        rows_written: rows,
+        rows_written,
         database_bytes,
-    })
+    }
+}
+
+/// A notification's body and webhook id, of the service's sizes.
+fn notification_of(tguid: &str, status: &str, now: i64) -> (String, String) {
+    (
+        format!(r#"{{"operation":"ENROLL","tguid":"{tguid}","status":"{status}"}}"#),
+        format!("msg_{:011x}{:016x}", now, fastrand::u64(..)),
+    )
+}
+
+/// A database in WAL with the given `synchronous`.
+fn open_wal(path: &Path, synchronous: &str) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    Ok(conn)
 }
 
 /// One call of the mix, as the disk ceiling writes it.
@@ -287,9 +309,7 @@ fn service_schema_ceiling(
     batch: usize,
 ) -> anyhow::Result<DiskRun> {
     use crate::store::statements as sql;
-    let mut conn = Connection::open(path)?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", synchronous)?;
+    let mut conn = open_wal(path, synchronous)?;
     conn.set_prepared_statement_cache_capacity(64);
     sql::migrate(&mut conn)?;
     conn.execute(
@@ -380,10 +400,7 @@ fn service_schema_ceiling(
                     rows += 2;
                     for (k, status) in statuses.iter().enumerate() {
                         let seq = first_seq + k as i64;
-                        let body = format!(
-                            r#"{{"operation":"ENROLL","tguid":"{tguid}","status":"{status}"}}"#
-                        );
-                        let webhook_id = format!("msg_{:011x}{:016x}", now, fastrand::u64(..));
+                        let (body, webhook_id) = notification_of(&tguid, status, now);
                         tx.prepare_cached(sql::INSERT_NOTIFICATION)?
                             .execute(params![
                                 id,
@@ -419,17 +436,12 @@ fn service_schema_ceiling(
         commits += 1;
         pending_deliveries = created;
     }
-    let elapsed = started.elapsed();
-    let database_bytes = super::stats::database_bytes(path);
-    drop(conn);
-    Ok(DiskRun {
-        elapsed,
-        calls,
-        notifications,
-        commits,
-        rows_written: rows,
-        database_bytes,
-    })
+    Ok(finished(
+        path,
+        conn,
+        started,
+        [calls, notifications, commits, rows],
+    ))
 }
 
 #[cfg(test)]
