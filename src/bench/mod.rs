@@ -344,15 +344,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Option<Outcome>> {
     }
     let (runs, backlog) = result?;
     machine.load_average_end = stats::load_average();
-    let medians = [
-        Subject::Service,
-        Subject::HttpNull,
-        Subject::DiskSame,
-        Subject::DiskNull,
-    ]
-    .into_iter()
-    .filter_map(|s| report::medians(&runs, s))
-    .collect();
+    let medians = Subject::ALL
+        .into_iter()
+        .filter_map(|s| report::medians(&runs, s))
+        .collect();
     let mut table = if runs.is_empty() {
         String::new()
     } else {

@@ -22,6 +22,14 @@ pub enum Subject {
 }
 
 impl Subject {
+    /// Every subject, in the order of the table's columns.
+    pub const ALL: [Subject; 4] = [
+        Subject::Service,
+        Subject::HttpNull,
+        Subject::DiskSame,
+        Subject::DiskNull,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Subject::Service => "gbds-notifier",
@@ -219,15 +227,10 @@ fn ms(us: Option<f64>) -> String {
 
 /// The one table: a row per figure, a column per subject (medians over the runs).
 pub fn table(all: &[RunReport]) -> String {
-    let cols: Vec<Medians> = [
-        Subject::Service,
-        Subject::HttpNull,
-        Subject::DiskSame,
-        Subject::DiskNull,
-    ]
-    .into_iter()
-    .filter_map(|s| medians(all, s))
-    .collect();
+    let cols: Vec<Medians> = Subject::ALL
+        .into_iter()
+        .filter_map(|s| medians(all, s))
+        .collect();
     let first = all.first();
     let mut rows: Vec<(String, Vec<String>)> = Vec::new();
     let mut row = |name: &str, f: &dyn Fn(&Medians) -> String| {
