@@ -236,6 +236,10 @@ struct RawAmqp {
     exchange: Option<String>,
     id: Option<String>,
     subscriptions: Option<Vec<String>>,
+    /// The queue of back-office outcomes to consume; absent or empty: no consumer.
+    inbound_queue: Option<String>,
+    /// Checked into a `u16` by `amqp_inbound_settings`, so that a mistake names the key.
+    inbound_prefetch: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -340,6 +344,24 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// The RabbitMQ sink, when `[amqp] enabled` (or `RABBITMQ_TRANSACTION_EVENTS_ENABLED`).
     pub amqp: Option<AmqpSettings>,
+    /// The consumer of outcomes over RabbitMQ, when `[amqp] inbound_queue` is set.
+    pub amqp_inbound: Option<AmqpInboundSettings>,
+}
+
+/// `[amqp] inbound_prefetch` when not set: enough messages in flight for the writer to
+/// group-commit many of them, few enough to bound what the consumer holds.
+pub const DEFAULT_INBOUND_PREFETCH: u16 = 256;
+
+/// The consumer of back-office outcomes (CONTRACT §8), independent of the sink: it shares only
+/// the broker URL.
+#[derive(Debug, Clone)]
+pub struct AmqpInboundSettings {
+    /// `[amqp] url`; it holds the broker password, so it never shows in output.
+    pub url: Secret,
+    /// The durable queue consumed; refused messages go to `<queue>.dead`.
+    pub queue: String,
+    /// Most unacknowledged messages the broker lets the consumer hold (AMQP `basic.qos`).
+    pub prefetch: u16,
 }
 
 /// The RabbitMQ sink: an endpoint whose deliveries are published to a topic exchange.
@@ -680,6 +702,16 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     (
         "GBDS_AMQP_SUBSCRIPTIONS",
         "amqp.subscriptions",
+        EnvKind::Toml,
+    ),
+    (
+        "GBDS_AMQP_INBOUND_QUEUE",
+        "amqp.inbound_queue",
+        EnvKind::Text,
+    ),
+    (
+        "GBDS_AMQP_INBOUND_PREFETCH",
+        "amqp.inbound_prefetch",
         EnvKind::Toml,
     ),
 ];
@@ -1069,6 +1101,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         }
     };
 
+    let amqp_inbound = amqp_inbound_settings(&raw.amqp)?;
     let amqp = amqp_settings(raw.amqp, &endpoints)?;
 
     Ok(Settings {
@@ -1080,6 +1113,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         update_label,
         retention,
         amqp,
+        amqp_inbound,
     })
 }
 
@@ -1139,6 +1173,45 @@ fn amqp_settings(
         url,
         exchange,
         subscriptions,
+    }))
+}
+
+/// `[amqp] inbound_*`: a consumer only when `inbound_queue` names a queue.
+fn amqp_inbound_settings(raw: &RawAmqp) -> Result<Option<AmqpInboundSettings>, ConfigError> {
+    // 0 would be "no limit" to the broker: memory bounded by nothing.
+    let prefetch = match raw.inbound_prefetch {
+        None => DEFAULT_INBOUND_PREFETCH,
+        Some(n) => match u16::try_from(n) {
+            Ok(n) if n > 0 => n,
+            _ => return err("amqp.inbound_prefetch", format!("{n} is not 1 to 65535")),
+        },
+    };
+    let queue = match raw.inbound_queue.as_deref() {
+        None | Some("") => return Ok(None),
+        Some(q) => q,
+    };
+    // 250, so that `<queue>.dead` fits AMQP's 255-byte names; `amq.` is the broker's own.
+    if queue.len() > 250
+        || queue.starts_with("amq.")
+        || !queue
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    {
+        return err(
+            "amqp.inbound_queue",
+            format!(
+                "{queue:?} must be 1-250 letters, digits, '-', '_', '.' or ':', not starting with \"amq.\""
+            ),
+        );
+    }
+    let url = raw
+        .url
+        .clone()
+        .unwrap_or_else(|| Secret::new(crate::delivery::amqp::DEFAULT_URL.to_owned()));
+    Ok(Some(AmqpInboundSettings {
+        url,
+        queue: queue.to_owned(),
+        prefetch,
     }))
 }
 

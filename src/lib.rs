@@ -5,6 +5,7 @@
 //! - [`store`]: SQLite; one group-committing writer thread, pooled readers, the outbox.
 //! - [`delivery`]: the dispatcher that claims, signs, POSTs and retries deliveries.
 //! - [`api`]: the REST API on axum.
+//! - [`inbound`]: the consumer of back-office outcomes over RabbitMQ (`[amqp] inbound_queue`).
 //! - [`jobs`]: scheduled retention and endpoint-health jobs.
 //! - [`states`]: renders the state machine as Markdown and Mermaid for `states/`.
 //! - [`receiver`]: a development receiver that prints notifications and checks signatures.
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod inbound;
 pub mod jobs;
 pub mod receiver;
 pub mod states;
@@ -127,6 +129,12 @@ pub async fn run(
     let (stop, stopped) = watch::channel(false);
     let dispatching = tokio::spawn(dispatcher.run(stopped, SHUTDOWN_GRACE));
 
+    // Messages reach the store the way calls do, so the consumer starts with the API.
+    let inbound = settings
+        .amqp_inbound
+        .clone()
+        .map(|s| inbound::Inbound::start(s, store.clone()));
+
     let app = api::router(api::AppState {
         store: store.clone(),
         targets: targets.clone(),
@@ -136,6 +144,9 @@ pub async fn run(
     let served = api::serve(listener, app, &settings.api, shutdown).await;
 
     tracing::info!("shutting down: no new calls; finishing deliveries in flight");
+    if let Some(inbound) = inbound {
+        inbound.stop().await;
+    }
     let _ = scheduler.shutdown().await;
     drop(scheduler);
     let _ = stop.send(true);
