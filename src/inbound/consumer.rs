@@ -23,12 +23,12 @@ use tokio::sync::watch;
 use super::broker::Link;
 use super::lanes::Lanes;
 use super::message::{self, Command};
-use super::{ConsumerState, InboundStats, STOP_GRACE};
+use super::{ConsumerState, InboundStats, Writer, STOP_GRACE};
 use crate::api::ApiError;
 use crate::config::AmqpInboundSettings;
 use crate::delivery::amqp::redact_url;
 use crate::domain::Tguid;
-use crate::store::{Store, WriteError};
+use crate::store::WriteError;
 
 /// First wait before connecting again; it doubles up to `RECONNECT_MAX`.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
@@ -40,7 +40,7 @@ const STORE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// What the loop and every settling delivery share.
 pub(super) struct Shared {
     pub settings: AmqpInboundSettings,
-    pub store: Store,
+    pub writer: std::sync::Arc<dyn Writer>,
     /// `amqp:<queue>`, the actor in the transition log.
     pub actor: String,
     pub state: watch::Sender<ConsumerState>,
@@ -84,17 +84,6 @@ impl Shared {
         });
         if recovered {
             tracing::info!(queue = %self.settings.queue, "inbound consumer: store writes succeed again");
-        }
-    }
-
-    async fn write(&self, command: &Command) -> Result<bool, WriteError> {
-        match command {
-            Command::Register { tguid, operation } => self
-                .store
-                .register(tguid.clone(), *operation, self.actor.clone())
-                .await
-                .map(|r| !r.created),
-            Command::Event(request) => self.store.apply(request.clone()).await.map(|a| a.duplicate),
         }
     }
 }
@@ -211,7 +200,7 @@ async fn settle(shared: &Shared, link: &Link, job: Job, cancel: watch::Receiver<
         Err(refusal) => refusal,
         Ok(command) => {
             let settled = apply_until_settled(
-                || shared.write(&command),
+                || shared.writer.write(&command, &shared.actor),
                 cancel,
                 |why, retry_in| shared.store_failed(why, retry_in),
             )

@@ -14,6 +14,8 @@ mod consumer;
 mod lanes;
 mod message;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::AmqpInboundSettings;
-use crate::store::Store;
+use crate::store::{Store, WriteError};
 
 pub use broker::{dead_letter_name, ERROR_HEADER, MESSAGE_HEADER};
 pub use message::{parse, Command};
@@ -72,6 +74,36 @@ impl InboundStats {
     }
 }
 
+/// Where the consumer writes what a message asks for: the store, or a stand-in with which a
+/// test decides when each write finishes.
+pub trait Writer: Send + Sync + 'static {
+    /// Writes `command` for `actor`; `Ok(true)` when it was a repeat that changed nothing.
+    /// Answers only once the write is durable.
+    fn write<'a>(
+        &'a self,
+        command: &'a Command,
+        actor: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, WriteError>> + Send + 'a>>;
+}
+
+impl Writer for Store {
+    fn write<'a>(
+        &'a self,
+        command: &'a Command,
+        actor: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<bool, WriteError>> + Send + 'a>> {
+        Box::pin(async move {
+            match command {
+                Command::Register { tguid, operation } => self
+                    .register(tguid.clone(), *operation, actor.to_owned())
+                    .await
+                    .map(|r| !r.created),
+                Command::Event(request) => self.apply(request.clone()).await.map(|a| a.duplicate),
+            }
+        })
+    }
+}
+
 /// The running consumer.
 pub struct Inbound {
     state: watch::Receiver<ConsumerState>,
@@ -83,13 +115,18 @@ pub struct Inbound {
 impl Inbound {
     /// Starts consuming `settings.queue` into `store` (on the current tokio runtime).
     pub fn start(settings: AmqpInboundSettings, store: Store) -> Inbound {
+        Self::start_with(settings, Arc::new(store))
+    }
+
+    /// [`Inbound::start`] with any [`Writer`].
+    pub fn start_with(settings: AmqpInboundSettings, writer: Arc<dyn Writer>) -> Inbound {
         let (state_tx, state) = watch::channel(ConsumerState::Starting);
         let (stop, stopped) = watch::channel(false);
         let stats = Arc::new(InboundStats::default());
         let shared = consumer::Shared {
             actor: format!("amqp:{}", settings.queue),
             settings,
-            store,
+            writer,
             state: state_tx,
             stats: stats.clone(),
         };
