@@ -9,8 +9,9 @@
 //! real binary three ways, each on a fresh database: published to the queue while the service
 //! consumes; queued before it starts (a backlog); and through REST at concurrency C. Each
 //! figure runs from the first input to the moment the receiver has all N notifications.
-//! `GBDS_INBOUND_BENCH_N` (20,000), `GBDS_INBOUND_BENCH_CONCURRENCY` (16, as the load
-//! generator's headline figure) and `GBDS_INBOUND_BENCH_PREFETCH` (the default) change it.
+//! `GBDS_INBOUND_BENCH_N` (20,000), `GBDS_INBOUND_BENCH_CONCURRENCY` (a list, "16,256": the
+//! load generator's headline concurrency, and as many calls in flight as the default
+//! prefetch lets messages be) and `GBDS_INBOUND_BENCH_PREFETCH` (the default) change it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -106,7 +107,11 @@ fn line(what: &str, inputs: usize, notifications: usize, took: Duration) -> Stri
 #[ignore = "a benchmark: run by hand with --release --ignored --nocapture"]
 async fn inbound_benchmark_messages_to_notifications_beside_rest() {
     let n = setting("GBDS_INBOUND_BENCH_N", 20_000);
-    let concurrency = setting("GBDS_INBOUND_BENCH_CONCURRENCY", 16);
+    let concurrencies: Vec<usize> = std::env::var("GBDS_INBOUND_BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "16,256".to_owned())
+        .split(',')
+        .map(|c| c.trim().parse().expect("a list of client counts"))
+        .collect();
     let mut report = Vec::new();
 
     // 1. Streaming: published while the service consumes.
@@ -165,7 +170,7 @@ async fn inbound_benchmark_messages_to_notifications_beside_rest() {
     }
 
     // 3. REST: the same inputs as calls, `concurrency` clients.
-    {
+    for &concurrency in &concurrencies {
         let queue = InboundQueue::new().await;
         let counter = Counter::start().await;
         let dir = tempfile::tempdir().unwrap();
@@ -176,7 +181,7 @@ async fn inbound_benchmark_messages_to_notifications_beside_rest() {
             let api = Api::new(svc.api.base.clone());
             clients.push(tokio::spawn(async move {
                 for i in (c..n).step_by(concurrency) {
-                    let tguid = format!("tg-bench-rest-{i}");
+                    let tguid = format!("tg-bench-rest{concurrency}-{i}");
                     api.register(&tguid, "SEARCH").await.ok(201);
                     api.post(
                         &format!("/v1/transactions/{tguid}/events"),
