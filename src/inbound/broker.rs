@@ -123,7 +123,9 @@ impl Link {
     }
 
     /// Publishes a refused message to `<queue>.dead` with its body and properties, adding the
-    /// refusal's code and message as headers; `Ok` once the broker confirmed it.
+    /// refusal's code and message as headers; `Ok` once the broker confirmed it was queued
+    /// (an error leaves the message unacknowledged, and the reconnect declares the topology
+    /// again).
     pub async fn dead_letter(&self, delivery: &Delivery, refusal: &ApiError) -> Result<(), String> {
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         headers.insert(
@@ -145,7 +147,11 @@ impl Link {
                 .basic_publish(
                     exchange.as_str().into(),
                     self.queue.as_str().into(),
-                    BasicPublishOptions::default(),
+                    // Returned, not dropped, should nothing be bound to the exchange any more.
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..Default::default()
+                    },
                     &delivery.data,
                     properties,
                 )
@@ -154,7 +160,10 @@ impl Link {
         })
         .await;
         match published {
-            Ok(Ok(Confirmation::Ack(_))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+            Ok(Ok(Confirmation::Ack(Some(_)))) => Err(format!(
+                "no queue is bound to the exchange {exchange:?}: the broker returned it"
+            )),
             Ok(Ok(other)) => Err(format!("the broker did not confirm it: {other:?}")),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("no confirm within {PUBLISH_TIMEOUT:?}")),

@@ -450,6 +450,38 @@ async fn each_refused_message_is_dead_lettered_with_the_code_rest_gives_the_same
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_never_lost_when_its_dead_letter_queue_was_deleted() {
+    let queue = InboundQueue::new().await;
+    let receiver = Receiver::start().await;
+    let app = App::start(&service_config(&queue, &receiver)).await;
+    queue.wait_consumed().await;
+    let before = eventually("the service's connection", async || {
+        consumer_connections(&queue.name).await.into_iter().next()
+    })
+    .await;
+
+    // Nothing is bound to <queue>.dead now: the broker returns the dead letter, the consumer
+    // keeps the message, connects again and declares the topology again.
+    queue.delete_dead_letter_queue().await;
+    let refused = Message::event("tg-unknown", &json!({"type": "MATCH"}));
+    queue.publish(std::slice::from_ref(&refused)).await;
+    reconnected(&queue.name, &before).await;
+    let mut dead = Vec::new();
+    eventually("the dead letter", async || {
+        dead.extend(queue.dead_letters().await);
+        (!dead.is_empty()).then_some(())
+    })
+    .await;
+    queue.wait_acknowledged().await;
+    dead.extend(queue.dead_letters().await);
+    assert_eq!(dead.len(), 1, "dead-lettered once");
+    assert_eq!(dead[0].message_id, refused.message_id);
+    assert_eq!(dead[0].header("x-gbds-error"), "not_found");
+    app.stop().await;
+    queue.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_of_one_transaction_take_effect_in_queue_order_while_many_are_in_flight() {
     let queue = InboundQueue::new().await;
     let receiver = Receiver::start().await;

@@ -79,18 +79,47 @@ async fn recorded(api: &Api) -> Vec<(String, Value)> {
     }
 }
 
+/// The real binary consuming a queue of its own and notifying a receiver, on a database in
+/// `dir` that a restart can use again.
+struct Consuming {
+    queue: InboundQueue,
+    receiver: Receiver,
+    dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    service: ServiceProcess,
+}
+
+impl Consuming {
+    async fn start() -> Consuming {
+        let queue = InboundQueue::new().await;
+        let receiver = Receiver::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("inbound.db");
+        let service = ServiceProcess::start(dir.path(), &db, &receiver.url, &queue.config()).await;
+        queue.wait_consumed().await;
+        Consuming {
+            queue,
+            receiver,
+            dir,
+            db,
+            service,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_mid_stream_then_a_restart_applies_every_message_once_in_order_and_loses_none() {
     let flows: usize = std::env::var("GBDS_INBOUND_CRASH_FLOWS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(2000);
-    let queue = InboundQueue::new().await;
-    let receiver = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("inbound.db");
-    let service = ServiceProcess::start(dir.path(), &db, &receiver.url, &queue.config()).await;
-    queue.wait_consumed().await;
+    let Consuming {
+        queue,
+        receiver,
+        dir,
+        db,
+        service,
+    } = Consuming::start().await;
 
     let mut messages = Vec::new();
     let mut want: HashMap<String, Vec<String>> = HashMap::new();
@@ -209,12 +238,13 @@ async fn a_kill_9_mid_stream_then_a_restart_applies_every_message_once_in_order_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_store_cannot_write_messages_stay_unacknowledged_and_are_applied_once_it_can() {
-    let queue = InboundQueue::new().await;
-    let receiver = Receiver::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("inbound.db");
-    let service = ServiceProcess::start(dir.path(), &db, &receiver.url, &queue.config()).await;
-    queue.wait_consumed().await;
+    let Consuming {
+        queue,
+        receiver,
+        dir: _dir,
+        db,
+        service,
+    } = Consuming::start().await;
 
     // Another connection holds the write lock: the writer's BEGIN times out and every write
     // fails as a storage error, not as a refusal.

@@ -248,6 +248,14 @@ impl InboundQueue {
         out
     }
 
+    /// Deletes the dead-letter queue only, as an operator might by mistake.
+    pub async fn delete_dead_letter_queue(&self) {
+        self.channel
+            .queue_delete(self.dead().as_str().into(), QueueDeleteOptions::default())
+            .await
+            .expect("the dead-letter queue is deleted");
+    }
+
     /// Deletes the queue, its dead-letter queue and exchange. Stop the service first, or it
     /// declares them again.
     pub async fn delete(mut self) {
