@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use crate::harness::{eventually, App, Received, Receiver, Scenario, INGEST, QUIET, REVIEW};
+use crate::harness::{eventually, App, Proxy, Received, Receiver, Scenario, INGEST, QUIET, REVIEW};
 use queue::{
     close_from_the_broker, consumer_connections, rabbitmqctl, reconnected, InboundQueue, Message,
 };
@@ -562,6 +562,37 @@ async fn with_two_instances_one_consumes_and_the_other_takes_over_when_it_stops(
     assert!(got.iter().all(|r| tguid_of(r).starts_with("tg-b-")));
     queue.wait_acknowledged().await;
     second.stop().await;
+    queue.delete().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_unreachable_at_start_is_tried_again_until_it_answers() {
+    let queue = InboundQueue::new().await;
+    let receiver = Receiver::start().await;
+    let mut proxy = Proxy::closed();
+    let app = App::start(&format!(
+        "{}\n[[endpoints]]\nid = \"backoffice\"\nurl = \"{}\"\n",
+        queue.config_through(&proxy.url()),
+        receiver.url
+    ))
+    .await;
+    // The API serves while the consumer cannot connect.
+    app.api.get("/healthz", REVIEW).await.ok(200);
+    proxy.open().await;
+    queue.wait_consumed().await;
+    queue
+        .publish(&[
+            Message::register("tg-late", "SEARCH"),
+            Message::event("tg-late", &json!({"type": "NOT_MATCH"})),
+        ])
+        .await;
+    let got = receiver.wait_for(1).await;
+    assert_eq!(
+        got[0].text(),
+        r#"{"operation":"SEARCH","tguid":"tg-late","status":"NOT_MATCH"}"#
+    );
+    queue.wait_acknowledged().await;
+    app.stop().await;
     queue.delete().await;
 }
 

@@ -112,8 +112,13 @@ impl InboundQueue {
 
     /// The `[amqp]` table that makes the service consume this queue.
     pub fn config(&self) -> String {
+        self.config_through("amqp://guest:guest@127.0.0.1:5672/%2f")
+    }
+
+    /// [`InboundQueue::config`] with the broker at `url` (a proxy the test controls).
+    pub fn config_through(&self, url: &str) -> String {
         format!(
-            "[amqp]\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\ninbound_queue = \"{}\"\n",
+            "[amqp]\nurl = \"{url}\"\ninbound_queue = \"{}\"\n",
             self.name
         )
     }
