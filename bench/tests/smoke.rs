@@ -1,5 +1,5 @@
-//! A small run of `gbds-notifier bench`, to keep the load generator working. It asserts that
-//! the tool completes and accounts for every notification; it makes no timing assertions.
+//! A small run of `gbds-bench`, to keep the load generator working. It asserts that the tool
+//! completes and accounts for every notification; it makes no timing assertions.
 
 use std::path::Path;
 use std::process::Command;
@@ -7,8 +7,7 @@ use std::process::Command;
 use serde_json::Value;
 
 fn bench(json: &Path, extra: &[&str]) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_gbds-notifier"))
-        .arg("bench")
+    let out = Command::new(env!("CARGO_BIN_EXE_gbds-bench"))
         .args(["--warmup", "20", "--concurrency", "8", "--quiet", "--json"])
         .arg(json)
         .args(extra)
@@ -56,9 +55,11 @@ fn a_closed_loop_run_with_the_ceilings_delivers_every_notification_in_order() {
     let http = the_run_of(&outcome, "http-null");
     assert_eq!(http["api_calls"], 675);
     assert_eq!(http["api_errors"], 0);
-    let disk = the_run_of(&outcome, "disk-same");
-    assert_eq!(disk["api_calls"], 675);
-    assert_eq!(disk["notifications_delivered"], 405);
+    let store = the_run_of(&outcome, "store");
+    assert_eq!(store["api_calls"], 675);
+    assert_eq!(store["api_errors"], 0);
+    assert_eq!(store["notifications_delivered"], 405);
+    assert_eq!(store["notifications_missing"], 0);
     let minimal = the_run_of(&outcome, "disk-null");
     assert_eq!(minimal["notifications_delivered"], 405);
 

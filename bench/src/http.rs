@@ -258,6 +258,37 @@ mod tests {
     use super::*;
     use tokio::net::TcpListener;
 
+    /// Reads one whole request (head, then its content-length of body) off `s`, parsing the
+    /// head with httparse as the client parses answers.
+    async fn next_request(s: &mut tokio::net::TcpStream, buffered: &mut Vec<u8>) -> bool {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut request = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(head)) = request.parse(buffered) {
+                let body = request
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |h| {
+                        std::str::from_utf8(h.value)
+                            .expect("an ASCII content-length")
+                            .trim()
+                            .parse::<usize>()
+                            .expect("a numeric content-length")
+                    });
+                if buffered.len() >= head + body {
+                    buffered.drain(..head + body);
+                    return true;
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buffered.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
     /// A server that answers each request on a connection with the next canned answer.
     async fn serve(answers: Vec<&'static [u8]>) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -266,7 +297,7 @@ mod tests {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut seen = Vec::new();
             for a in answers {
-                assert!(crate::test_http::next_request(&mut s, &mut seen).await);
+                assert!(next_request(&mut s, &mut seen).await);
                 s.write_all(a).await.unwrap();
             }
         });

@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
-use super::http::Pool;
-use super::mix::{self, Kind, MAX_NOTIFICATIONS};
-use super::receiver::Times;
-use super::stats::now_ns;
+use crate::http::Pool;
+use crate::mix::{self, Kind, MAX_NOTIFICATIONS};
+use crate::receiver::Times;
+use crate::stats::now_ns;
 
 /// Where the calls go.
 #[derive(Debug, Clone)]

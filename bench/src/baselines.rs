@@ -1,11 +1,9 @@
-//! The machine's raw ceilings (`bench --baseline`), measured with the same driver and mix:
+//! The machine's raw ceilings (`--baseline`), measured with the same driver and mix:
 //!
 //! - HTTP: a hyper server that answers 200 to every call and does nothing else;
-//! - disk: one thread writing, in SQLite, the rows the service must write for the same
-//!   transactions (WAL, the same `synchronous`), committing a batch at a time, in two
-//!   schemas: the service's own, with its writer's statements ([`DiskSchema::Service`]: the
-//!   same writes, no HTTP, no state machine), and a minimal one that holds only what a
-//!   notification needs ([`DiskSchema::Minimal`]: what any design would have to write).
+//! - disk: one thread writing, in SQLite, only what a notification needs (three tables, WAL,
+//!   the same `synchronous`), committing a batch at a time: what any design would have to
+//!   write. The service's own writes without HTTP are the store ceiling (`store_ceiling`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,10 +13,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, Transaction};
 use tokio::sync::oneshot;
 
-use super::mix::{Call, Kind};
+use crate::mix::{Call, Kind};
 
 /// A do-nothing HTTP server on its own runtime (threads named `null`), so that its CPU is not
 /// mixed with the driver's.
@@ -95,16 +93,6 @@ impl Drop for NullServer {
     }
 }
 
-/// Which rows the disk ceiling writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiskSchema {
-    /// The service's schema (its migrations) and its writer's statements: for each call the
-    /// rows, indexes and history the service writes, and each delivery's result.
-    Service,
-    /// Three tables and the indexes a notification needs, nothing else.
-    Minimal,
-}
-
 /// What the disk ceiling run did.
 #[derive(Debug, Clone)]
 pub struct DiskRun {
@@ -133,43 +121,27 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending' AND ready = 1;
 "#;
 
-/// Writes, for transactions `0..count` of the mix, what the service must make durable, in
-/// the given schema: registration, each outcome call, and each delivery's result (in the
-/// commit after the one that created it, as the dispatcher's report would be). Commands are
-/// committed `batch` at a time: with C clients, group commit cannot gather more than about C
-/// calls per commit. Both schemas go through [`commit_in_batches`], so they commit alike.
+/// Writes, for transactions `0..count` of the mix, what a notification needs made durable:
+/// registration, each outcome call, and each delivery's result (in the commit after the one
+/// that created it, as the dispatcher's report would be). Calls are committed `batch` at a
+/// time: with C clients, group commit cannot gather more than about C calls per commit.
 pub fn disk_ceiling(
     path: &Path,
     synchronous: &str,
     count: u64,
     batch: usize,
-    schema: DiskSchema,
 ) -> anyhow::Result<DiskRun> {
     let mut conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", synchronous)?;
-    let (call, result): (WriteCall, WriteResult) = match schema {
-        DiskSchema::Service => {
-            conn.set_prepared_statement_cache_capacity(64);
-            crate::store::statements::migrate(&mut conn)?;
-            conn.execute(
-                "INSERT INTO endpoints (id, url, active, enabled, updated_at) VALUES ('bench', 'http://127.0.0.1:9/', 1, 1, 0)",
-                [],
-            )?;
-            (service_call, service_result)
-        }
-        DiskSchema::Minimal => {
-            conn.execute_batch(SCHEMA)?;
-            (minimal_call, minimal_result)
-        }
-    };
+    conn.execute_batch(SCHEMA)?;
     let ops = ops_of(count);
 
     let started = Instant::now();
-    let tally = commit_in_batches(&mut conn, ops, batch, call, result)?;
+    let tally = commit_in_batches(&mut conn, ops, batch)?;
     let elapsed = started.elapsed();
     // Measured open, WAL included, as the service's database is.
-    let database_bytes = super::stats::database_bytes(path);
+    let database_bytes = crate::stats::database_bytes(path);
     drop(conn);
     Ok(DiskRun {
         elapsed,
@@ -190,33 +162,22 @@ struct Tally {
     rows: u64,
 }
 
-/// Writes one call in the open transaction at time `now`; pushes the deliveries it creates.
-type WriteCall = fn(&Transaction, i64, Op, &mut Tally, &mut Vec<i64>) -> anyhow::Result<()>;
-/// Records a delivery's result (delivered) in the open transaction at time `now`.
-type WriteResult = fn(&Transaction, i64, i64, &mut Tally) -> anyhow::Result<()>;
-
-/// The loop both schemas share: each transaction records the results of the deliveries the
-/// previous one created, then writes the next `batch` calls, then commits.
-fn commit_in_batches(
-    conn: &mut Connection,
-    ops: Vec<Op>,
-    batch: usize,
-    call: WriteCall,
-    result: WriteResult,
-) -> anyhow::Result<Tally> {
+/// Each transaction records the results of the deliveries the previous one created, then
+/// writes the next `batch` calls, then commits.
+fn commit_in_batches(conn: &mut Connection, ops: Vec<Op>, batch: usize) -> anyhow::Result<Tally> {
     let mut tally = Tally::default();
     let mut pending_deliveries: Vec<i64> = Vec::new();
     let mut ops = ops.into_iter().peekable();
     while ops.peek().is_some() || !pending_deliveries.is_empty() {
         let tx = conn.transaction()?;
-        let now = crate::clock::now_ms();
+        let now = gbds_notifier::clock::now_ms();
         let mut created = Vec::new();
         for id in pending_deliveries.drain(..) {
-            result(&tx, now, id, &mut tally)?;
+            minimal_result(&tx, now, id, &mut tally)?;
         }
         for op in ops.by_ref().take(batch) {
             tally.calls += 1;
-            call(&tx, now, op, &mut tally, &mut created)?;
+            minimal_call(&tx, now, op, &mut tally, &mut created)?;
         }
         tx.commit()?;
         tally.commits += 1;
@@ -245,7 +206,7 @@ fn ops_of(count: u64) -> Vec<Op> {
     let mut ops: Vec<Op> = Vec::new();
     for i in 0..count {
         let kind = Kind::for_index(i);
-        let tguid = super::mix::tguid("disk", i);
+        let tguid = crate::mix::tguid("disk", i);
         let mut seq = 0;
         for &(call, n) in kind.calls() {
             match call {
@@ -324,181 +285,29 @@ fn minimal_result(tx: &Transaction, now: i64, id: i64, tally: &mut Tally) -> any
     Ok(())
 }
 
-/// A call in the service's schema, with the statements its writer runs, in the same order: a
-/// registration looks the tguid up, inserts the transaction and its first transition; an
-/// outcome looks it up, advances it, logs the transition, and inserts each notification
-/// with its delivery (asking first whether it heads its queue). What the service adds on
-/// top of these writes is its HTTP, its state machine, its threads and the handing over of
-/// deliveries.
-fn service_call(
-    tx: &Transaction,
-    now: i64,
-    op: Op,
-    tally: &mut Tally,
-    created: &mut Vec<i64>,
-) -> anyhow::Result<()> {
-    use crate::store::statements as sql;
-    let tguid = match &op {
-        Op::Register(tguid, _) | Op::Outcome(tguid, ..) => tguid.as_str(),
-    };
-    // (id, state), as the writer's summary reads them.
-    let found: Option<(i64, String)> = tx
-        .prepare_cached(sql::TRANSACTION_BY_TGUID)?
-        .query_row([tguid], |r| Ok((r.get(5)?, r.get(1)?)))
-        .optional()?;
-    let transition = |id: i64, from: Option<&str>, to: &str, input: String| {
-        tx.prepare_cached(sql::INSERT_TRANSITION)?.execute(params![
-            id,
-            tguid,
-            from,
-            to,
-            input,
-            None::<String>,
-            "bench",
-            None::<String>,
-            now
-        ])
-    };
-    match &op {
-        Op::Register(_, operation) => {
-            tx.prepare_cached(sql::INSERT_TRANSACTION)?
-                .execute(params![tguid, operation, now])?;
-            let id = tx.last_insert_rowid();
-            transition(id, None, "PROCESSING", format!("register {operation}"))?;
-            tally.rows += 2;
-        }
-        Op::Outcome(_, first_seq, statuses) => {
-            let (id, from) = found.ok_or_else(|| anyhow::anyhow!("{tguid} not registered"))?;
-            let last = statuses.last().copied().unwrap_or("PROCESSING");
-            tx.prepare_cached(sql::ADVANCE_TRANSACTION)?
-                .execute(params![id, last, now, first_seq + statuses.len() as i64])?;
-            transition(id, Some(&from), last, format!("event {last}"))?;
-            tally.rows += 2;
-            for (k, status) in statuses.iter().enumerate() {
-                let seq = first_seq + k as i64;
-                let (body, webhook_id) = notification_of(tguid, status, now);
-                tx.prepare_cached(sql::INSERT_NOTIFICATION)?
-                    .execute(params![
-                        id,
-                        tguid,
-                        seq,
-                        webhook_id,
-                        "ENROLL",
-                        status,
-                        body.as_bytes(),
-                        now
-                    ])?;
-                let notification = tx.last_insert_rowid();
-                let head: bool = tx
-                    .prepare_cached(sql::DELIVERY_IS_HEAD)?
-                    .query_row(params![id, "bench"], |r| r.get(0))?;
-                tx.prepare_cached(sql::INSERT_DELIVERY)?.execute(params![
-                    notification,
-                    "bench",
-                    id,
-                    tguid,
-                    seq,
-                    head,
-                    now
-                ])?;
-                created.push(tx.last_insert_rowid());
-                tally.rows += 2;
-                tally.notifications += 1;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A delivery's result in the service's schema, as the writer records it: checked pending,
-/// finished, and its queue's next one made ready.
-fn service_result(tx: &Transaction, now: i64, id: i64, tally: &mut Tally) -> anyhow::Result<()> {
-    use crate::store::statements as sql;
-    let pending: Option<(i64, String)> = tx
-        .prepare_cached(sql::PENDING_DELIVERY)?
-        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let Some((txid, endpoint)) = pending else {
-        return Ok(());
-    };
-    tx.prepare_cached(sql::FINISH_DELIVERY)?.execute(params![
-        id,
-        "delivered",
-        200,
-        None::<String>,
-        now
-    ])?;
-    tally.rows += 1;
-    let next: Option<i64> = tx
-        .prepare_cached(sql::NEXT_PENDING)?
-        .query_row(params![txid, endpoint], |r| r.get(0))
-        .optional()?;
-    if let Some(next) = next {
-        tx.prepare_cached(sql::MAKE_READY)?.execute([next])?;
-        tally.rows += 1;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn count(conn: &Connection, sql: &str) -> u64 {
-        conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64
-    }
-
-    /// Runs 40 transactions (two rounds of the mix's 20), committed 7 calls at a time so that
-    /// outcomes meet their registrations in later commits; checks the run's own counts and
-    /// returns the database with the mix's calls and notifications.
-    fn run_40(synchronous: &str, schema: DiskSchema) -> (tempfile::TempDir, Connection, u64, u64) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("disk.db");
-        let run = disk_ceiling(&path, synchronous, 40, 7, schema).unwrap();
-        let (calls, notifications) = crate::bench::mix::totals(0, 40);
-        assert_eq!((run.calls, run.notifications), (calls, notifications));
-        let conn = Connection::open(&path).unwrap();
-        (dir, conn, calls, notifications)
-    }
-
-    #[test]
-    fn the_same_writes_ceiling_leaves_what_the_service_would_for_the_mix() {
-        let (_dir, conn, calls, notifications) = run_40("FULL", DiskSchema::Service);
-        assert_eq!(count(&conn, "SELECT count(*) FROM transactions"), 40);
-        // One transition per call, as the service logs them.
-        assert_eq!(count(&conn, "SELECT count(*) FROM transitions"), calls);
-        assert_eq!(
-            count(&conn, "SELECT count(*) FROM notifications"),
-            notifications
-        );
-        // Every delivery reported delivered, in its transaction's order: none left pending.
-        assert_eq!(
-            count(
-                &conn,
-                "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
-            ),
-            notifications
-        );
-        assert_eq!(
-            count(
-                &conn,
-                "SELECT count(*) FROM deliveries WHERE status <> 'delivered'"
-            ),
-            0
-        );
-        // The service's schema, migrations and all.
-        assert!(count(&conn, "PRAGMA user_version") > 1);
-    }
-
     #[test]
     fn the_minimal_schema_run_writes_the_same_notifications() {
-        let (_dir, conn, _, notifications) = run_40("NORMAL", DiskSchema::Minimal);
+        // 40 transactions (two rounds of the mix's 20), committed 7 calls at a time so that
+        // outcomes meet their registrations in later commits.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk.db");
+        let run = disk_ceiling(&path, "NORMAL", 40, 7).unwrap();
+        let (calls, notifications) = crate::mix::totals(0, 40);
+        assert_eq!((run.calls, run.notifications), (calls, notifications));
+        let conn = Connection::open(&path).unwrap();
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64;
+        assert_eq!(count("SELECT count(*) FROM transactions"), 40);
         assert_eq!(
-            count(
-                &conn,
-                "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
-            ),
+            count("SELECT count(*) FROM deliveries WHERE status = 'delivered'"),
             notifications
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM deliveries WHERE status <> 'delivered'"),
+            0
         );
     }
 }

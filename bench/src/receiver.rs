@@ -3,7 +3,7 @@
 //! transaction's notifications come in the order of CONTRACT §2.
 //!
 //! `GET /_bench/records?prefix=P` returns what it saw as JSON, so the driver can read a
-//! receiver running in another process (`gbds-notifier bench --serve-receiver ADDR`).
+//! receiver running in another process (`gbds-bench --serve-receiver ADDR`).
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::mix::{Kind, MAX_NOTIFICATIONS};
-use super::stats::now_ns;
+use crate::mix::{Kind, MAX_NOTIFICATIONS};
+use crate::stats::now_ns;
 
 /// Delivery times (Unix ns) of one transaction's notifications, by position in its expected
 /// sequence; 0 where nothing arrived.

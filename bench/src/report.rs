@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::stats::{median, Percentiles};
+use crate::stats::{median, Percentiles};
 
 /// Which system a run measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -14,11 +14,11 @@ pub enum Subject {
     Service,
     /// The same calls against a server that answers 200 and does nothing.
     HttpNull,
-    /// The service's rows, in a minimal schema, written by one SQLite thread, no HTTP.
+    /// What a notification needs, in a minimal schema, written by one SQLite thread, no HTTP.
     DiskNull,
-    /// The same writes as the service (its schema, its writer's statements) by one SQLite
-    /// thread, no HTTP.
-    DiskSame,
+    /// The service's own writes without HTTP: its store (schema, writer thread, SQL, group
+    /// commit) driven in process at the same concurrency.
+    Store,
 }
 
 impl Subject {
@@ -26,7 +26,7 @@ impl Subject {
     pub const ALL: [Subject; 4] = [
         Subject::Service,
         Subject::HttpNull,
-        Subject::DiskSame,
+        Subject::Store,
         Subject::DiskNull,
     ];
 
@@ -35,7 +35,7 @@ impl Subject {
             Subject::Service => "gbds-notifier",
             Subject::HttpNull => "HTTP ceiling",
             Subject::DiskNull => "disk, minimal schema",
-            Subject::DiskSame => "disk ceiling",
+            Subject::Store => "store ceiling",
         }
     }
 }
@@ -66,7 +66,8 @@ pub struct RunReport {
     pub e2e_seconds: f64,
     pub api_calls_per_s: Option<f64>,
     /// Service: distinct notifications delivered per second end to end. HTTP ceiling: calls/s
-    /// times the mix's notifications per call. Disk ceiling: notifications committed per second.
+    /// times the mix's notifications per call. Store and disk ceilings: notifications whose
+    /// delivery result is committed, per second.
     pub notifications_per_s: Option<f64>,
     pub api_latency_us: Option<Percentiles>,
     pub ack_to_delivery_us: Option<Percentiles>,
@@ -158,9 +159,9 @@ pub fn medians(all: &[RunReport], subject: Subject) -> Option<Medians> {
     })
 }
 
-/// Service ÷ min(HTTP ceiling, disk ceiling), run by run, where the disk ceiling is `disk`
-/// ([`Subject::DiskSame`]: the same writes, or [`Subject::DiskNull`]: the minimal schema);
-/// None unless all three were measured.
+/// Service ÷ min(HTTP ceiling, write ceiling), run by run, where the write ceiling is `disk`
+/// ([`Subject::Store`]: the service's own writes, or [`Subject::DiskNull`]: the minimal
+/// schema); None unless all three were measured.
 pub fn ratio(all: &[RunReport], disk: Subject) -> Option<Ratio> {
     let rate = |run: usize, s: Subject| {
         all.iter()
@@ -287,7 +288,7 @@ pub fn table(all: &[RunReport]) -> String {
         )
     });
     for (name, disk) in [
-        ("gbds-notifier ÷ lower ceiling", Subject::DiskSame),
+        ("gbds-notifier ÷ lower ceiling", Subject::Store),
         ("same, with the minimal-schema disk", Subject::DiskNull),
     ] {
         let Some(r) = ratio(all, disk) else {
@@ -384,7 +385,7 @@ mod tests {
             ratio_.lower_ceiling,
             vec![Subject::HttpNull, Subject::DiskNull]
         );
-        // Against a disk ceiling that was not measured there is no ratio.
-        assert!(ratio(&all, Subject::DiskSame).is_none());
+        // Against a write ceiling that was not measured there is no ratio.
+        assert!(ratio(&all, Subject::Store).is_none());
     }
 }

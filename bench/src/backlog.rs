@@ -1,6 +1,6 @@
-//! The backlog scenario (`bench --backlog N`): with the receiver down, accumulate N undelivered
-//! notifications while sampling the service's memory; stop the service; restart it on that
-//! database and time it to healthy; bring the receiver back and time the drain, checking
+//! The backlog scenario (`gbds-bench --backlog N`): with the receiver down, accumulate N
+//! undelivered notifications while sampling the service's memory; stop the service; restart it
+//! on that database and time it to healthy; bring the receiver back and time the drain, checking
 //! per-transaction order.
 //!
 //! "Down" is a black hole (connections accepted, never answered) so that the service's
@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::driver::{self, Load, Phase, Target};
-use super::mix;
-use super::receiver::{BlackHole, Receiver};
-use super::service::{self, Service, ServiceConfig};
-use super::stats::{self, now_ns};
-use super::BenchArgs;
+use crate::args::BenchArgs;
+use crate::driver::{self, Load, Phase, Target};
+use crate::mix;
+use crate::receiver::{BlackHole, Receiver};
+use crate::service::{self, Service, ServiceConfig};
+use crate::stats::{self, now_ns};
 
 /// The retry delay while the receiver is down, and how many retries the schedule allows.
 const RETRY_DELAY: &str = "1s";
@@ -189,6 +189,7 @@ pub async fn run(
     notifications: u64,
 ) -> anyhow::Result<BacklogReport> {
     let transactions = transactions_for(notifications);
+    let binary = args.service_binary()?;
     let hole = black_hole_below_ephemeral_ports().await?;
     let receiver_addr = hole.addr;
     let schedule = format!(
@@ -231,7 +232,7 @@ pub async fn run(
 
     // 1. Accumulate with the receiver down.
     let log = dir.join("backlog-service.log");
-    let (first, _) = Service::child(client, &config, &log).await?;
+    let (first, _) = Service::child(client, &binary, &config, &log).await?;
     let pid = first.pid().expect("a child has a pid");
     let stop_sampling = Arc::new(AtomicBool::new(false));
     let sampler = sample_rss(pid, Duration::from_secs(2), stop_sampling.clone());
@@ -295,7 +296,7 @@ pub async fn run(
     );
 
     // 3. Restart on the full database: time to healthy.
-    let (second, healthy_after) = Service::child(client, &config, &log).await?;
+    let (second, healthy_after) = Service::child(client, &binary, &config, &log).await?;
     report.restart_to_healthy_ms = healthy_after.as_secs_f64() * 1000.0;
     let pid = second.pid().expect("a child has a pid");
     let cpu_before = stats::process_cpu_s(pid);

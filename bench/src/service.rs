@@ -1,6 +1,6 @@
 //! The service under test: started in this process on its own runtime (default), as a child
-//! process of this binary (`--spawn`, which the backlog scenario needs to restart it), or
-//! already running elsewhere (`--target URL`).
+//! process running the `gbds-notifier` binary (`--spawn`, which the backlog scenario needs to
+//! restart it), or already running elsewhere (`--target URL`).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -47,6 +47,21 @@ impl ServiceConfig {
         env.extend(self.extra.iter().cloned());
         env
     }
+
+    /// The settings `gbds-notifier serve` would load from this configuration (and any other
+    /// `GBDS_*` variable of this process's environment), listening on `listen`.
+    pub fn settings(
+        &self,
+        listen: std::net::SocketAddr,
+    ) -> anyhow::Result<gbds_notifier::config::Settings> {
+        let env = self.env(listen);
+        Ok(gbds_notifier::config::load(None, |key| {
+            env.iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(key).ok())
+        })?)
+    }
 }
 
 pub enum Service {
@@ -79,13 +94,7 @@ impl Service {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let env = config.env(addr);
-        let settings = crate::config::load(None, |key| {
-            env.iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.clone())
-                .or_else(|| std::env::var(key).ok())
-        })?;
+        let settings = config.settings(addr)?;
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("svc-main".into())
@@ -99,7 +108,7 @@ impl Service {
                     .build()?;
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    crate::run(settings, listener, async {
+                    gbds_notifier::run(settings, listener, async {
                         let _ = stopped.await;
                     })
                     .await
@@ -115,10 +124,11 @@ impl Service {
         Ok(service)
     }
 
-    /// Starts `gbds-notifier serve` as a child process (its log goes to `log`) and waits
-    /// until it answers `/healthz`; returns it with the time that took.
+    /// Starts `binary serve` (the `gbds-notifier` binary) as a child process (its log goes to
+    /// `log`) and waits until it answers `/healthz`; returns it with the time that took.
     pub async fn child(
         client: &reqwest::Client,
+        binary: &Path,
         config: &ServiceConfig,
         log: &Path,
     ) -> anyhow::Result<(Service, Duration)> {
@@ -132,7 +142,7 @@ impl Service {
             .append(true)
             .open(log)?;
         let started = Instant::now();
-        let child = std::process::Command::new(std::env::current_exe()?)
+        let child = std::process::Command::new(binary)
             .arg("serve")
             .envs(config.env(addr))
             .env(
@@ -142,7 +152,7 @@ impl Service {
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
-            .context("starting the service as a child process")?;
+            .with_context(|| format!("starting {} serve", binary.display()))?;
         let service = Service::Child {
             base: format!("http://{addr}"),
             db: config.db.clone(),
