@@ -38,13 +38,12 @@ use args::BenchArgs;
 
 /// Runs the benchmark on its own runtime; prints the table; writes the JSON.
 fn main() -> anyhow::Result<()> {
+    // The benchmark prints its own progress; an in-process service says only what goes
+    // wrong unless RUST_LOG asks for more.
     tracing_subscriber::fmt()
         .with_env_filter(
-            // The in-process service logs as `gbds-notifier serve` does.
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tokio_cron_scheduler=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let args = BenchArgs::parse();

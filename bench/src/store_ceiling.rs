@@ -52,14 +52,13 @@ pub async fn store_ceiling(
     drain_timeout: Duration,
 ) -> anyhow::Result<StoreRun> {
     let settings = config.settings(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let [endpoint] = settings.endpoints.as_slice() else {
+        anyhow::bail!("a benchmark service has one endpoint, the receiver");
+    };
     let options = StoreOptions {
         synchronous_full: settings.store.synchronous_full,
         update_label: settings.update_label,
-        endpoints: settings
-            .endpoints
-            .iter()
-            .map(|e| (e.id.clone(), e.url.to_string()))
-            .collect(),
+        endpoints: vec![(endpoint.id.clone(), endpoint.url.to_string())],
         delivery: (&settings.delivery).into(),
     };
     let db = config.db.clone();

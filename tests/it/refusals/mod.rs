@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde_json::{json, Value};
 
-use crate::harness::{TestApp, INGEST, REVIEW};
+use crate::harness::{status_body, TestApp, INGEST, REVIEW};
 
 /// The Authorization a row sends.
 #[derive(Debug, Clone, Copy)]
@@ -101,6 +101,11 @@ async fn refuse_all(app: &TestApp, cases: Vec<Case>) {
 
 // ---- rows ----
 
+/// The same refusal for every row.
+fn each_is(rows: Vec<Row>, status: u16, code: &'static str) -> Vec<Case> {
+    rows.into_iter().map(|r| r.is(status, code)).collect()
+}
+
 fn token(token: Option<&'static str>) -> Auth {
     token.map_or(Auth::Nothing, Auth::Bearer)
 }
@@ -175,6 +180,17 @@ async fn drive(app: &TestApp, tguid: &str, operation: &str, events: &[&str]) {
         };
         app.api.event(tguid, body).await.ok(200);
     }
+}
+
+/// Asserts that the receiver got exactly what `tg-pend` (sent to review) and `tg-exc` (an
+/// exception), the set-up of most tables, caused: nothing of the refused calls.
+async fn only_the_waiting_ones_were_sent(app: &TestApp) {
+    app.receiver
+        .expect_exactly(&[
+            status_body("ENROLL", "tg-pend", "PENDING"),
+            status_body("ENROLL", "tg-exc", "EXCEPTION"),
+        ])
+        .await;
 }
 
 const ALL_EVENT_TYPES: &[&str] = &[
