@@ -99,8 +99,9 @@ pub async fn store_ceiling(
             first_error: driven.first_error,
             notifications: driven.notifications,
             delivered: delivered.load(Ordering::SeqCst) - before,
-            database_bytes: 0,
-            database_notifications: None,
+            // Measured open, WAL included, as the service's database is.
+            database_bytes: crate::stats::database_bytes(&config.db),
+            database_notifications: crate::stats::database_notifications(&config.db),
         })
     }
     .await;
@@ -112,10 +113,7 @@ pub async fn store_ceiling(
     tokio::task::spawn_blocking(move || opened.writer.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the store's writer thread panicked"))?;
-    let mut run = result?;
-    run.database_bytes = crate::stats::database_bytes(&config.db);
-    run.database_notifications = crate::stats::database_notifications(&config.db);
-    Ok(run)
+    result
 }
 
 /// Waits until `delivered` reaches `count`, or fails after `timeout`.
