@@ -1,4 +1,4 @@
-//! The realistic mix of issue 5: what each benchmark transaction is, which API calls it makes
+//! The realistic mix: what each benchmark transaction is, which API calls it makes
 //! and which notifications, in which order, those calls must produce.
 //!
 //! The kind of a transaction is encoded in its tguid (`<prefix>-<hex>-<index>-<code>`), so a receiver
@@ -63,7 +63,7 @@ pub enum Call {
     Treatment(Treatment),
 }
 
-/// Twenty slots with exactly the issue's proportions (12 E, 3 S, 3 U, 2 X), interleaved so that
+/// Twenty slots with exactly the mix's proportions (12 E, 3 S, 3 U, 2 X), interleaved so that
 /// any window of the run has roughly the same mix.
 const PATTERN: [u8; 20] = *b"EESEUEXEESEUEESEUEXE";
 
