@@ -12,7 +12,6 @@
 //! [`run`] wires them together on a listener the caller opened, until `shutdown` resolves.
 
 pub mod api;
-pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod delivery;
@@ -21,8 +20,6 @@ pub mod jobs;
 pub mod receiver;
 pub mod states;
 pub mod store;
-#[cfg(test)]
-mod test_http;
 
 use std::future::Future;
 use std::sync::Arc;
