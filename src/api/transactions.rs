@@ -467,9 +467,15 @@ async fn show(
 /// The review queues' sizes: `GET /v1/queues`.
 async fn queues(
     State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Json<QueuesOut>, ApiError> {
     app.auth.check(&headers, ANY_ROLE)?;
+    if let Some(k) = query.keys().next() {
+        return Err(ApiError::invalid(format!(
+            "unknown query parameter {k:?} (/v1/queues takes none)"
+        )));
+    }
     let counts = app
         .store
         .readers

@@ -47,7 +47,8 @@
 
   /** Labels each cell with its column's heading, for the stacked layout on narrow screens. */
   function labelCells(tbody) {
-    const heads = Array.from(tbody.closest('table').querySelectorAll('thead th'), (th) => th.textContent);
+    const heads = Array.from(tbody.closest('table').querySelectorAll('thead th'),
+      (th) => (th.querySelector('.sr-only') ? '' : th.textContent));
     for (const row of tbody.rows) {
       Array.from(row.cells).forEach((cell, i) => {
         if (heads[i] && !cell.classList.contains('empty')) cell.setAttribute('data-label', heads[i]);
@@ -174,6 +175,7 @@
    */
   function confirmAction({ title, text, okLabel, danger, withComment }) {
     const dialog = $('confirm');
+    clearNotice();
     $('confirm-title').textContent = title;
     $('confirm-text').textContent = text;
     $('confirm-comment-row').hidden = !withComment;
@@ -182,9 +184,11 @@
     const ok = $('confirm-ok');
     ok.textContent = okLabel || 'Confirm';
     ok.className = danger ? 'danger' : 'primary';
+    const opener = document.activeElement;
     return new Promise((resolve) => {
       const finish = (result) => {
         dialog.removeEventListener('close', onClose);
+        if (opener && opener.isConnected && typeof opener.focus === 'function') opener.focus();
         resolve(result);
       };
       const onClose = () => finish(dialog.returnValue === 'ok' ? { comment: $('confirm-comment').value } : null);
@@ -364,6 +368,7 @@
       ['Last change', timeEl(tx.updated_at, true)],
     ];
     $('tx-summary').replaceChildren(...rows.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', null, v)]));
+    $('tx-summary').setAttribute('data-tguid', tx.tguid);
   }
 
   function renderDecisions(tx) {
@@ -392,7 +397,7 @@
     const what = offer.call === 'review' ? `${human(offer.value)} this transaction?` : `Treat this exception as ${human(offer.value)}?`;
     const answer = await confirmAction({
       title: what,
-      text: `${tx.operation} transaction ${tx.tguid}, now ${tx.state}. The decision is final and notifies the endpoints.`,
+      text: `${tx.operation} transaction ${tx.tguid}, now ${tx.state}. The decision is recorded with your name and comment, and cannot be undone.`,
       okLabel: human(offer.value),
       danger: offer.value === 'REJECT',
       withComment: true,
@@ -503,34 +508,46 @@
     await loadDead();
   }
 
-  /** Backlog and dead deliveries per endpoint as bars, with a dot for its health. */
+  /**
+   * Backlog and dead deliveries per endpoint as bars, with a dot for its health; drawn at the
+   * width of its box (on a narrow one, each endpoint's name sits above its bar).
+   */
   function drawChart(items) {
     const box = $('health-chart');
     if (!items.length) {
       box.replaceChildren(el('p', { class: 'muted', text: 'No endpoint is configured.' }));
       return;
     }
-    const width = 760, row = 30, labelW = 190, valueW = 150, top = 6;
+    const width = Math.max(260, Math.floor(box.clientWidth || 760));
+    const narrow = width < 560;
+    const row = narrow ? 46 : 30;
+    const labelW = narrow ? 0 : Math.min(220, Math.floor(width * 0.25));
+    const valueW = narrow ? 0 : 180;
     const barW = width - labelW - valueW;
+    const nameChars = Math.max(8, Math.floor(((narrow ? width - 150 : labelW) - 24) / 8));
     const max = Math.max(1, ...items.map((e) => e.backlog + e.dead));
-    const height = top * 2 + row * items.length;
     const chart = svg('svg', {
-      viewBox: `0 0 ${width} ${height}`, role: 'img',
+      width, height: 8 + row * items.length, viewBox: `0 0 ${width} ${8 + row * items.length}`, role: 'img',
       'aria-label': items.map((e) => `${e.id}: ${health(e)}, ${e.backlog} waiting, ${e.dead} dead`).join('; '),
     });
     items.forEach((e, i) => {
-      const y = top + i * row;
+      const y = 4 + i * row;
       const w = (n) => (n / max) * barW;
-      const name = e.id.length > 22 ? `${e.id.slice(0, 21)}…` : e.id;
-      const g = svg('g', { 'data-endpoint': e.id },
-        svg('title', null, `${e.id}: ${health(e)}; ${e.backlog} waiting, ${e.dead} dead`),
-        svg('circle', { cx: 8, cy: y + row / 2, r: 6, class: health(e) }),
-        svg('text', { x: 20, y: y + row / 2 + 4 }, name),
-        svg('line', { x1: labelW, x2: labelW, y1: y + 3, y2: y + row - 3, class: 'axis' }),
-        svg('rect', { x: labelW, y: y + 7, width: w(e.backlog), height: row - 14, class: 'backlog' }),
-        svg('rect', { x: labelW + w(e.backlog), y: y + 7, width: w(e.dead), height: row - 14, class: 'dead' }),
-        svg('text', { x: labelW + w(e.backlog + e.dead) + 6, y: y + row / 2 + 4 }, `${e.backlog} waiting · ${e.dead} dead`));
-      chart.appendChild(g);
+      const name = e.id.length > nameChars ? `${e.id.slice(0, nameChars - 1)}…` : e.id;
+      const value = `${e.backlog} waiting · ${e.dead} dead`;
+      const textY = narrow ? y + 15 : y + row / 2 + 4;
+      const barY = narrow ? y + 22 : y + 7;
+      const barH = narrow ? 14 : row - 14;
+      chart.appendChild(svg('g', { 'data-endpoint': e.id },
+        svg('title', null, `${e.id}: ${health(e)}; ${value}`),
+        svg('circle', { cx: 7, cy: textY - 4, r: 6, class: health(e) }),
+        svg('text', { x: 19, y: textY }, name),
+        svg('line', { x1: labelW, x2: labelW, y1: barY - 3, y2: barY + barH + 3, class: 'axis' }),
+        svg('rect', { x: labelW, y: barY, width: w(e.backlog), height: barH, class: 'backlog' }),
+        svg('rect', { x: labelW + w(e.backlog), y: barY, width: w(e.dead), height: barH, class: 'dead' }),
+        narrow
+          ? svg('text', { x: width, y: textY, 'text-anchor': 'end' }, value)
+          : svg('text', { x: labelW + w(e.backlog + e.dead) + 6, y: textY }, value)));
     });
     box.replaceChildren(chart, el('div', { class: 'legend' },
       el('span', null, el('span', { class: 'swatch backlog' }), 'waiting'),
@@ -586,9 +603,10 @@
     }
     $('dead-none').hidden = page.items.length > 0;
     labelCells(rows);
-    $('dead-page').textContent = page.items.length ? `page ${dead.page + 1}` : '';
+    $('dead-page').textContent = `page ${dead.page + 1}`;
     $('dead-prev').disabled = dead.page === 0;
     $('dead-next').disabled = !dead.next;
+    $('dead-pager').hidden = dead.page === 0 && !dead.next;
   }
 
   async function retryDelivery(d, then) {
@@ -608,6 +626,9 @@
   }
 
   function wireOperator() {
+    // Recovery looks back a day unless the operator says otherwise.
+    const dayAgo = new Date(Date.now() - 24 * 3600 * 1000);
+    $('recover-since').value = `${when(dayAgo.toISOString()).replace(' ', 'T')}`;
     $('operator-refresh').addEventListener('click', () => {
       clearNotice();
       loadOperator();
@@ -652,10 +673,14 @@
 
   // ---- start -----------------------------------------------------------------------------
 
-  /** A token in the address (#token=…) is kept for this tab and removed from the address. */
+  /**
+   * A token in the address (#token=…, or #tx/…&token=…) is kept for this tab and removed from
+   * the address; the screen the rest of the address names is shown.
+   */
   function takeTokenFromAddress() {
     const match = /(?:^#|&)token=([^&]*)/.exec(location.hash);
     if (!match) return;
+    const rest = location.hash.replace(match[0], '').replace(/^#?&?/, '');
     let token = match[1];
     try {
       token = decodeURIComponent(token);
@@ -663,7 +688,7 @@
       // kept as written
     }
     if (token) sessionStorage.setItem(TOKEN_KEY, token);
-    history.replaceState(null, '', `${location.pathname}${location.search}#queues`);
+    history.replaceState(null, '', `${location.pathname}${location.search}#${rest || 'queues'}`);
   }
 
   function start() {
@@ -688,6 +713,13 @@
     $('tx-refresh').addEventListener('click', () => {
       clearNotice();
       if (shownTguid !== null) loadTransaction(shownTguid, false);
+    });
+    let redraw = 0;
+    window.addEventListener('resize', () => {
+      cancelAnimationFrame(redraw);
+      redraw = requestAnimationFrame(() => {
+        if (!$('operator').hidden && endpoints.length) drawChart(endpoints);
+      });
     });
     window.addEventListener('hashchange', () => {
       clearNotice();
