@@ -8,7 +8,12 @@
   const PAGE_SIZE = 20;
   /** A queue item waiting longer than this is shown as overdue. */
   const OVERDUE_MS = 24 * 3600 * 1000;
-  const QUEUE_STATES = ['PENDING', 'EXCEPTION'];
+  /** The review queues, in the order they are shown. */
+  const QUEUES = [
+    { state: 'PENDING', title: 'Manual review', tag: 'MIR · PENDING' },
+    { state: 'EXCEPTION', title: 'Exception treatment', tag: 'ETR · EXCEPTION' },
+  ];
+  const QUEUE_STATES = QUEUES.map((q) => q.state);
   const $ = (id) => document.getElementById(id);
 
   // ---- building the DOM ----------------------------------------------------------------
@@ -312,7 +317,24 @@
     part('next').disabled = !q.next;
   }
 
+  /** One box per queue, from the page's template. */
+  function buildQueues() {
+    const list = $('queue-list');
+    for (const q of QUEUES) {
+      const box = $('queue-template').content.firstElementChild.cloneNode(true);
+      box.id = `queue-${q.state}`;
+      box.dataset.state = q.state;
+      const title = box.querySelector('[data-role="title"]');
+      title.id = `queue-${q.state}-title`;
+      title.textContent = q.title;
+      box.setAttribute('aria-labelledby', title.id);
+      box.querySelector('[data-role="tag"]').textContent = q.tag;
+      list.appendChild(box);
+    }
+  }
+
   function wireQueues() {
+    buildQueues();
     $('operation-filter').addEventListener('change', () => {
       resetPaging();
       loadQueues();

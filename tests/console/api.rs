@@ -6,10 +6,29 @@ use serde_json::{json, Value};
 
 use crate::harness::{spawn_app, status_body, Api, TestApp, ADMIN, INGEST, REVIEW};
 
+/// A tguid as a path segment (and in the page's own addresses).
+pub fn encoded(tguid: &str) -> String {
+    tguid
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// A transaction of `operation` moved into `state` ("PENDING" or "EXCEPTION").
-async fn waiting(api: &Api, tguid: &str, operation: &str, state: &str) {
-    api.register(tguid, operation).await.ok(201);
-    api.event(tguid, json!({ "type": state })).await.ok(200);
+pub async fn waiting(api: &Api, tguid: &str, operation: &str, state: &str) {
+    let body = json!({"tguid": tguid, "operation": operation});
+    api.post("/v1/transactions", Some(INGEST), &body)
+        .await
+        .ok(201);
+    let path = format!("/v1/transactions/{}/events", encoded(tguid));
+    api.post(&path, Some(INGEST), &json!({ "type": state }))
+        .await
+        .ok(200);
 }
 
 fn transitions(detail: &Value) -> &Vec<Value> {

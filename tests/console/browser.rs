@@ -60,7 +60,12 @@ pub async fn driver() -> Option<(Driver, tokio::sync::MutexGuard<'static, ()>)> 
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("the console's browser tests need Chromium under CI: {why} (apt-get install -y chromium chromium-driver)");
         }
-        eprintln!("\n*** SKIPPED: install chromium chromium-driver ({why}); the console's browser test did not run ***\n");
+        // Written to stderr directly, past the test harness's capture, so that it is seen.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n*** SKIPPED: install chromium chromium-driver ({why}); the console's browser test did not run ***\n"
+        );
         return None;
     }
     let guard = ONE_AT_A_TIME.lock().await;

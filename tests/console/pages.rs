@@ -5,6 +5,7 @@
 use fantoccini::key::Key;
 use serde_json::{json, Value};
 
+use crate::api::{encoded, waiting};
 use crate::browser::{driver, Browser};
 use crate::harness::{spawn_app, status_body, treated_body, TestApp, REVIEW};
 
@@ -12,40 +13,6 @@ use crate::harness::{spawn_app, status_body, treated_body, TestApp, REVIEW};
 /// `operator`, `tx/<tguid>`).
 fn console_url(app: &TestApp, screen: &str) -> String {
     format!("{}/console#{screen}&token={REVIEW}", app.api.base)
-}
-
-/// A tguid as a path segment and in the page's own addresses.
-fn encoded(tguid: &str) -> String {
-    tguid
-        .bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                char::from(b).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A transaction of `operation` moved into `state` ("PENDING" or "EXCEPTION").
-async fn waiting(app: &TestApp, tguid: &str, operation: &str, state: &str) {
-    let path = encoded(tguid);
-    app.api
-        .post(
-            "/v1/transactions",
-            Some(crate::harness::INGEST),
-            &json!({"tguid": tguid, "operation": operation}),
-        )
-        .await
-        .ok(201);
-    app.api
-        .post(
-            &format!("/v1/transactions/{path}/events"),
-            Some(crate::harness::INGEST),
-            &json!({"type": state}),
-        )
-        .await
-        .ok(200);
 }
 
 /// The decision buttons the transaction view offers, by their wire value.
@@ -85,9 +52,9 @@ async fn a_reviewer_rejects_a_pending_transaction_with_a_comment_and_the_receive
         return;
     };
     let app = spawn_app("").await;
-    waiting(&app, "tg-mir-1", "ENROLL", "PENDING").await;
-    waiting(&app, "tg-mir-2", "UPDATE", "PENDING").await;
-    waiting(&app, "tg-etr-1", "ENROLL", "EXCEPTION").await;
+    waiting(&app.api, "tg-mir-1", "ENROLL", "PENDING").await;
+    waiting(&app.api, "tg-mir-2", "UPDATE", "PENDING").await;
+    waiting(&app.api, "tg-etr-1", "ENROLL", "EXCEPTION").await;
     let b = driver.browser().await;
 
     b.goto(&console_url(&app, "queues")).await;
@@ -176,8 +143,8 @@ async fn an_exception_offers_only_the_treatments_its_operation_allows() {
         return;
     };
     let app = spawn_app("").await;
-    waiting(&app, "tg-update-x", "UPDATE", "EXCEPTION").await;
-    waiting(&app, "tg-enroll-x", "ENROLL", "EXCEPTION").await;
+    waiting(&app.api, "tg-update-x", "UPDATE", "EXCEPTION").await;
+    waiting(&app.api, "tg-enroll-x", "ENROLL", "EXCEPTION").await;
     let b = driver.browser().await;
 
     b.goto(&console_url(&app, "tx/tg-enroll-x")).await;
@@ -230,6 +197,10 @@ async fn an_exception_offers_only_the_treatments_its_operation_allows() {
         json!("SAME_FINGERS"),
         "the focus goes back to the button that opened it"
     );
+    let ring = b
+        .js("return getComputedStyle(document.activeElement).outlineStyle;")
+        .await;
+    assert_ne!(ring, json!("none"), "the focused button shows its focus");
     assert_eq!(app.api.detail("tg-update-x").await["state"], "EXCEPTION");
 
     // Confirmed with the button (no comment): the treatment and its outcome go out.
@@ -256,7 +227,7 @@ async fn two_reviewers_deciding_at_once_see_one_success_and_one_readable_conflic
         return;
     };
     let app = spawn_app("").await;
-    waiting(&app, "tg-race", "ENROLL", "PENDING").await;
+    waiting(&app.api, "tg-race", "ENROLL", "PENDING").await;
     let (ana, ben) = (driver.browser().await, driver.browser().await);
     for b in [&ana, &ben] {
         b.goto(&console_url(&app, "tx/tg-race")).await;
@@ -316,7 +287,7 @@ async fn a_tguid_holding_markup_is_shown_as_text_and_runs_nothing() {
         "${window.pwned=3}&lt;i&gt;",
     ];
     for tg in hostile {
-        waiting(&app, tg, "ENROLL", "PENDING").await;
+        waiting(&app.api, tg, "ENROLL", "PENDING").await;
     }
     let b = driver.browser().await;
     b.goto(&console_url(&app, "queues")).await;
@@ -446,6 +417,44 @@ async fn the_operator_screen_retries_a_dead_delivery_and_recovers_an_endpoint() 
     )
     .await;
     b.screenshots("operator-recovered").await;
+    b.close().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_queue_longer_than_a_page_is_paged_with_its_count() {
+    let Some((driver, _one)) = driver().await else {
+        return;
+    };
+    let app = spawn_app("").await;
+    let tguids: Vec<String> = (0..23).map(|i| format!("tg-page-{i:02}")).collect();
+    for tg in &tguids {
+        waiting(&app.api, tg, "UPDATE", "PENDING").await;
+    }
+    let b = driver.browser().await;
+    b.goto(&console_url(&app, "queues")).await;
+    let page = |first: &str| {
+        format!(
+            "const rows = Array.from(document.querySelectorAll('#queue-PENDING tbody tr[data-tguid]'), (r) => r.dataset.tguid);
+             return rows[0] === {} ? [rows, document.querySelector('#queue-PENDING [data-role=page]').textContent] : null;",
+            json!(first)
+        )
+    };
+    let first = b.wait_for("the first page", &page("tg-page-00")).await;
+    assert_eq!(first[0], json!(tguids[..20]));
+    assert_eq!(first[1], json!("1–20 of 23"));
+    b.click("#queue-PENDING [data-role=next]").await;
+    let second = b.wait_for("the second page", &page("tg-page-20")).await;
+    assert_eq!(second[0], json!(tguids[20..]));
+    assert_eq!(second[1], json!("21–23 of 23"));
+    assert_eq!(
+        b.js("return document.querySelector('#queue-PENDING [data-role=next]').disabled;")
+            .await,
+        json!(true)
+    );
+    b.click("#queue-PENDING [data-role=prev]").await;
+    b.wait_for("the first page again", &page("tg-page-00"))
+        .await;
     b.close().await;
     app.stop().await;
 }
