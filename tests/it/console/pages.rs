@@ -5,9 +5,9 @@
 use fantoccini::key::Key;
 use serde_json::{json, Value};
 
-use crate::api::{encoded, waiting};
-use crate::browser::{driver, Browser};
-use crate::harness::{spawn_app, status_body, treated_body, TestApp, REVIEW};
+use super::api::{encoded, waiting};
+use super::browser::{driver, Browser};
+use crate::harness::{eventually, spawn_app, status_body, treated_body, TestApp, REVIEW};
 
 /// The console's address with the review token in the fragment, then `screen` (`queues`,
 /// `operator`, `tx/<tguid>`).
@@ -339,26 +339,18 @@ async fn the_operator_screen_retries_a_dead_delivery_and_recovers_an_endpoint() 
         app.api.register(tg, "ENROLL").await.ok(201);
         app.api.event(tg, json!({"type": "ENROLLED"})).await.ok(200);
     }
-    let dead = || async {
-        app.api
-            .get("/v1/deliveries?status=dead&endpoint=test", Some(REVIEW))
-            .await
-            .ok(200)["items"]
-            .as_array()
-            .map(Vec::len)
-            .unwrap_or(0)
-    };
     app.receiver
         .wait_until("two failed attempts of each", |all| all.len() >= 4)
         .await;
-    let deadline = tokio::time::Instant::now() + crate::harness::DEADLINE;
-    while dead().await < 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the deliveries did not go dead"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually("both deliveries dead", async || {
+        let page = app
+            .api
+            .get("/v1/deliveries?status=dead&endpoint=test", Some(REVIEW))
+            .await
+            .ok(200);
+        (page["items"].as_array().map(Vec::len) == Some(2)).then_some(())
+    })
+    .await;
     app.receiver.answer_with(200);
 
     let b = driver.browser().await;

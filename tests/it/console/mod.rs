@@ -6,13 +6,6 @@
 //!   they are not installed, unless CI=true).
 //! - `pages`: a reviewer and an operator using the real page in Chromium.
 
-#[path = "../common/mod.rs"]
-#[allow(dead_code)]
-mod common;
-#[path = "../it/harness.rs"]
-#[allow(dead_code)]
-mod harness;
-
 mod api;
 mod browser;
 mod pages;
