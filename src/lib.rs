@@ -5,6 +5,7 @@
 //! - [`store`]: SQLite; one group-committing writer thread, pooled readers, the outbox.
 //! - [`delivery`]: the dispatcher that claims, signs, POSTs and retries deliveries.
 //! - [`api`]: the REST API on axum.
+//! - [`console`]: the review console, a page for reviewers and operators over that API.
 //! - [`jobs`]: scheduled retention and endpoint-health jobs.
 //! - [`states`]: renders the state machine as Markdown and Mermaid for `states/`.
 //! - [`receiver`]: a development receiver that prints notifications and checks signatures.
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod domain;
 pub mod jobs;

@@ -13,9 +13,11 @@
 //!   deliveries owed; a model check of CONTRACT §2 through the store.
 //! - `integrations`: subscriptions, the pull feed, CloudEvents and RabbitMQ, with snapshots
 //!   of every document scenario's renderings.
+//! - `console`: the review console's API, and its page in headless Chromium.
 //! - `security`: signatures during a secret rotation, authentication towards endpoints, the
 //!   API's tokens and roles, hostile clients, and property-based fuzzing.
 
+mod console;
 mod delivery;
 mod harness;
 mod integrations;

@@ -478,7 +478,7 @@ async fn unknown_fields_are_422() {
         post("/v1/transactions", Some(INGEST), register),
         event("tg-exc", json!({"typ": "ENROLLED"})),
         event("tg-exc", json!({"type": "FAILED", "reason": "x"})),
-        review("tg-pend", json!({"decision": "APPROVE", "comment": "ok"})),
+        review("tg-pend", json!({"decision": "APPROVE", "note": "ok"})),
         treatment(
             "tg-exc",
             json!({"treatment": "RECOLLECT", "tguid": "tg-exc"}),
