@@ -5,6 +5,7 @@
 //! - [`store`]: SQLite; one group-committing writer thread, pooled readers, the outbox.
 //! - [`delivery`]: the dispatcher that claims, signs, POSTs and retries deliveries.
 //! - [`api`]: the REST API on axum.
+//! - [`console`]: the review console, a page for reviewers and operators over that API.
 //! - [`inbound`]: the consumer of back-office outcomes over RabbitMQ (`[amqp] inbound_queue`).
 //! - [`jobs`]: scheduled retention and endpoint-health jobs.
 //! - [`states`]: renders the state machine as Markdown and Mermaid for `states/`.
@@ -13,9 +14,9 @@
 //! [`run`] wires them together on a listener the caller opened, until `shutdown` resolves.
 
 pub mod api;
-pub mod bench;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod delivery;
 pub mod domain;
 pub mod inbound;
@@ -23,8 +24,6 @@ pub mod jobs;
 pub mod receiver;
 pub mod states;
 pub mod store;
-#[cfg(test)]
-mod test_http;
 
 use std::future::Future;
 use std::sync::Arc;

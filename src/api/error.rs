@@ -79,6 +79,9 @@ impl From<WriteError> for ApiError {
             WriteError::EventIdReused(_) => {
                 ApiError::new(StatusCode::CONFLICT, "event_id_reused", message)
             }
+            WriteError::DecisionIdReused(_) => {
+                ApiError::new(StatusCode::CONFLICT, "decision_id_reused", message)
+            }
             WriteError::Refused(_) => {
                 ApiError::new(StatusCode::CONFLICT, "invalid_transition", message)
             }

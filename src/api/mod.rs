@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .merge(transactions::router())
         .merge(operator::router())
         .merge(feed::router())
+        .merge(crate::console::router())
         .fallback(|| async {
             ApiError::not_found("no such route; see the API table in the README")
         })

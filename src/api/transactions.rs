@@ -1,5 +1,6 @@
 //! `/v1/transactions`: registration, back-office events, MIR reviews, ETR treatments, and the
-//! read side (one transaction with its history, the review queues).
+//! read side (one transaction with its history and the decisions it takes now, the review
+//! queues and their counts in `/v1/queues`).
 
 use std::collections::HashMap;
 
@@ -20,7 +21,7 @@ use crate::config::Role;
 use crate::domain::{
     Decision, Input, Operation, Outcome, State as TxState, Tguid, Treatment, Uguid,
 };
-use crate::store::{InputRequest, TransactionDetail, TxSummary};
+use crate::store::{DecisionNote, InputRequest, QueueCount, TransactionDetail, TxSummary};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -29,6 +30,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/transactions/{tguid}/events", post(event))
         .route("/v1/transactions/{tguid}/review", post(review))
         .route("/v1/transactions/{tguid}/treatment", post(treatment))
+        .route("/v1/queues", get(queues))
 }
 
 // ---- wire types ----
@@ -54,6 +56,8 @@ struct EventRequest {
 struct ReviewRequest {
     decision: String,
     reviewer: Option<String>,
+    decision_id: Option<String>,
+    comment: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -61,6 +65,18 @@ struct ReviewRequest {
 struct TreatmentRequest {
     treatment: String,
     reviewer: Option<String>,
+    decision_id: Option<String>,
+    comment: Option<String>,
+}
+
+/// What every decision may carry beside the decision itself. (Repeated in both request
+/// structs rather than flattened: serde's `flatten` defeats `deny_unknown_fields`.)
+struct DecisionAbout {
+    reviewer: Option<String>,
+    /// Idempotency key: the same body again is a no-op, another body with it a 409.
+    decision_id: Option<String>,
+    /// Why, for the transition log.
+    comment: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -102,7 +118,32 @@ struct TransitionOut {
     actor: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     event_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<String>,
     at: String,
+}
+
+/// The inputs a reviewer may send now, by the call that takes them (`domain::allowed`).
+#[derive(Serialize)]
+struct AllowedOut {
+    review: Vec<&'static str>,
+    treatment: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct QueueOut {
+    state: &'static str,
+    operation: &'static str,
+    count: i64,
+    /// When the longest-waiting of them entered the queue.
+    oldest_at: String,
+}
+
+#[derive(Serialize)]
+struct QueuesOut {
+    items: Vec<QueueOut>,
 }
 
 #[derive(Serialize)]
@@ -119,6 +160,7 @@ struct NotificationOut {
 struct DetailOut {
     #[serde(flatten)]
     summary: SummaryOut,
+    allowed: AllowedOut,
     transitions: Vec<TransitionOut>,
     notifications: Vec<NotificationOut>,
 }
@@ -141,8 +183,13 @@ fn detail_out(d: TransactionDetail) -> Result<DetailOut, ApiError> {
             deliveries: n.deliveries.into_iter().map(DeliveryOut::from).collect(),
         });
     }
+    let allowed = crate::domain::allowed(d.summary.operation, d.summary.state);
     Ok(DetailOut {
         summary: SummaryOut::from(&d.summary),
+        allowed: AllowedOut {
+            review: allowed.decisions.iter().map(|d| d.as_str()).collect(),
+            treatment: allowed.treatments.iter().map(|t| t.as_str()).collect(),
+        },
         transitions: d
             .transitions
             .into_iter()
@@ -153,6 +200,8 @@ fn detail_out(d: TransactionDetail) -> Result<DetailOut, ApiError> {
                 uguid: t.uguid,
                 actor: t.actor,
                 event_id: t.event_id,
+                decision_id: t.decision_id,
+                comment: t.comment,
                 at: rfc3339(t.at),
             })
             .collect(),
@@ -186,6 +235,39 @@ fn label(field: &str, value: Option<String>) -> Result<Option<String>, ApiError>
         Some(v) if v.is_empty() || v.chars().count() > 128 || v.chars().any(char::is_control) => {
             Err(ApiError::invalid(format!(
                 "{field} must be 1–128 characters without control characters"
+            )))
+        }
+        other => Ok(other),
+    }
+}
+
+/// Longest comment a decision may carry, in characters.
+const MAX_COMMENT: usize = 1000;
+
+/// A `decision_id`: 1–128 printable ASCII characters.
+fn decision_id(value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v)
+            if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| (b' '..=b'~').contains(&b)) =>
+        {
+            Err(ApiError::invalid(
+                "decision_id must be 1–128 printable ASCII characters",
+            ))
+        }
+        other => Ok(other),
+    }
+}
+
+/// A `comment`: at most `MAX_COMMENT` characters; line breaks and tabs, but no other control
+/// characters.
+fn comment(value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(v)
+            if v.chars().count() > MAX_COMMENT
+                || v.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) =>
+        {
+            Err(ApiError::invalid(format!(
+                "comment must be at most {MAX_COMMENT} characters, without control characters other than line breaks and tabs"
             )))
         }
         other => Ok(other),
@@ -294,7 +376,7 @@ async fn review(
     Path(raw_tguid): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<SummaryOut>, ApiError> {
+) -> Result<Json<EventOut>, ApiError> {
     decide(&app, &raw_tguid, &headers, body, |req: ReviewRequest| {
         let decision = parse_enum(
             "decision",
@@ -302,7 +384,12 @@ async fn review(
             Decision::parse,
             &names(Decision::ALL, Decision::as_str),
         )?;
-        Ok((Input::Review(decision), req.reviewer))
+        let about = DecisionAbout {
+            reviewer: req.reviewer,
+            decision_id: req.decision_id,
+            comment: req.comment,
+        };
+        Ok((Input::Review(decision), about))
     })
     .await
 }
@@ -312,7 +399,7 @@ async fn treatment(
     Path(raw_tguid): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<SummaryOut>, ApiError> {
+) -> Result<Json<EventOut>, ApiError> {
     decide(&app, &raw_tguid, &headers, body, |req: TreatmentRequest| {
         let t = parse_enum(
             "treatment",
@@ -320,34 +407,50 @@ async fn treatment(
             Treatment::parse,
             &names(Treatment::ALL, Treatment::as_str),
         )?;
-        Ok((Input::Treat(t), req.reviewer))
+        let about = DecisionAbout {
+            reviewer: req.reviewer,
+            decision_id: req.decision_id,
+            comment: req.comment,
+        };
+        Ok((Input::Treat(t), about))
     })
     .await
 }
 
 /// A reviewer's decision (MIR or ETR), checked in the contract's order: the caller, the body,
-/// the decision (`input` turns the body into the input and the optional reviewer name), the
-/// reviewer, then the tguid; then the state machine decides.
+/// the decision (`input` turns the body into the input and what came with it), the reviewer,
+/// decision_id and comment, then the tguid; then the state machine decides.
 async fn decide<R: serde::de::DeserializeOwned>(
     app: &AppState,
     raw_tguid: &str,
     headers: &HeaderMap,
     body: Body,
-    input: impl FnOnce(R) -> Result<(Input, Option<String>), ApiError>,
-) -> Result<Json<SummaryOut>, ApiError> {
+    input: impl FnOnce(R) -> Result<(Input, DecisionAbout), ApiError>,
+) -> Result<Json<EventOut>, ApiError> {
     let caller = app.auth.check(headers, &[Role::Review])?;
     let req: R = parse_json(&read_body(body).await?)?;
-    let (input, reviewer) = input(req)?;
-    let reviewer = label("reviewer", reviewer)?;
+    let (input, about) = input(req)?;
+    let reviewer = label("reviewer", about.reviewer)?;
+    let id = decision_id(about.decision_id)?;
+    let comment = comment(about.comment)?;
     let tguid = path_tguid(raw_tguid)?;
+    // What makes two bodies "the same" for a decision_id: every field but the id itself.
+    let fingerprint = serde_json::json!([input.describe(), reviewer, comment]).to_string();
+    let note = DecisionNote {
+        decision_id: id.map(|id| (id, fingerprint)),
+        comment,
+    };
     let request = InputRequest {
         tguid,
         input,
         event_id: None,
         actor: actor(&caller.name, reviewer),
     };
-    let applied = app.store.apply(request).await?;
-    Ok(Json(SummaryOut::from(&applied.summary)))
+    let applied = app.store.decide(request, note).await?;
+    Ok(Json(EventOut {
+        summary: SummaryOut::from(&applied.summary),
+        duplicate: applied.duplicate,
+    }))
 }
 
 const ANY_ROLE: &[Role] = &[Role::Ingest, Role::Review];
@@ -371,6 +474,37 @@ async fn show(
             "no transaction with tguid {tguid}"
         ))),
     }
+}
+
+/// The review queues' sizes: `GET /v1/queues`.
+async fn queues(
+    State(app): State<AppState>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Json<QueuesOut>, ApiError> {
+    app.auth.check(&headers, ANY_ROLE)?;
+    if let Some(k) = query.keys().next() {
+        return Err(ApiError::invalid(format!(
+            "unknown query parameter {k:?} (/v1/queues takes none)"
+        )));
+    }
+    let counts = app
+        .store
+        .readers
+        .queues()
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Json(QueuesOut {
+        items: counts
+            .iter()
+            .map(|q: &QueueCount| QueueOut {
+                state: q.state.as_str(),
+                operation: q.operation.as_str(),
+                count: q.count,
+                oldest_at: rfc3339(q.oldest_at),
+            })
+            .collect(),
+    }))
 }
 
 async fn list(

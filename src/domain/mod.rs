@@ -4,6 +4,7 @@
 mod ids;
 mod machine;
 mod notification;
+mod review;
 pub mod subscription;
 
 pub use ids::{IdError, Tguid, Uguid};
@@ -11,4 +12,5 @@ pub use machine::{
     step, Decision, Input, Operation, Outcome, Refusal, State, Transition, Treatment, UpdateLabel,
 };
 pub use notification::{Notification, NotificationKind};
+pub use review::{allowed, Allowed};
 pub use subscription::{Pattern, PatternError, Subscriptions};

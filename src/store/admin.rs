@@ -405,6 +405,7 @@ fn retention(conn: &Connection, cutoff: i64, limit: usize) -> Result<AdminDone, 
             "DELETE FROM deliveries WHERE notification_id IN (SELECT id FROM notifications WHERE tx = ?1)",
             "DELETE FROM notifications WHERE tx = ?1",
             "DELETE FROM transitions WHERE tx = ?1",
+            "DELETE FROM decisions WHERE tx = ?1",
             "DELETE FROM transactions WHERE id = ?1",
         ] {
             conn.prepare_cached(sql)?.execute([tx])?;

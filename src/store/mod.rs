@@ -3,6 +3,7 @@
 //! the commit that holds it.
 
 mod admin;
+mod decisions;
 mod leases;
 mod reader;
 mod schema;
@@ -17,20 +18,9 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::config::Secret;
 use crate::domain::{Input, Operation, Refusal, State, Tguid};
 
-/// The schema and the writer's hot-path statements, for the benchmark's disk ceiling, which
-/// must write exactly what the writer writes.
-pub(crate) mod statements {
-    pub(crate) use super::schema::migrate;
-    pub(crate) use super::writer::{
-        ADVANCE_TRANSACTION, DELIVERY_IS_HEAD, FINISH_DELIVERY, INSERT_DELIVERY,
-        INSERT_NOTIFICATION, INSERT_TRANSACTION, INSERT_TRANSITION, MAKE_READY, NEXT_PENDING,
-        PENDING_DELIVERY, TRANSACTION_BY_TGUID,
-    };
-}
-
 pub use reader::{
     DeliveryFilter, DeliveryListRow, DeliveryRow, EndpointRow, FeedFilter, FeedRow,
-    NotificationRow, Readers, TransactionDetail, TransactionPage, TransitionRow,
+    NotificationRow, QueueCount, Readers, TransactionDetail, TransactionPage, TransitionRow,
 };
 
 /// A transaction's headline, as the API returns it.
@@ -52,6 +42,8 @@ pub enum WriteError {
     OperationConflict { tguid: String, existing: Operation },
     #[error("event_id {0:?} was already used on this transaction with a different body")]
     EventIdReused(String),
+    #[error("decision_id {0:?} was already used on this transaction with a different body")]
+    DecisionIdReused(String),
     #[error(transparent)]
     Refused(#[from] Refusal),
     /// Something other than a transaction does not exist (a delivery, an endpoint).
@@ -81,7 +73,7 @@ pub struct Registered {
 /// The answer to an accepted input.
 #[derive(Debug, Clone)]
 pub struct Applied {
-    /// True when this was a repeat of an `event_id` already applied (nothing changed).
+    /// True when this repeated an `event_id` or `decision_id` already applied (nothing changed).
     pub duplicate: bool,
     pub summary: TxSummary,
     /// How many notifications the transition recorded.
@@ -96,6 +88,16 @@ pub struct InputRequest {
     /// Idempotency key of a back-office event, and the fingerprint of the body it came with.
     pub event_id: Option<(String, String)>,
     pub actor: String,
+}
+
+/// What the transition log keeps of a reviewer's decision beside its input; an empty note
+/// (an event, or a decision with neither) writes nothing.
+#[derive(Debug, Clone, Default)]
+pub struct DecisionNote {
+    /// Idempotency key of the decision, and the fingerprint of the body it came with.
+    pub decision_id: Option<(String, String)>,
+    /// The reviewer's reason, as given.
+    pub comment: Option<String>,
 }
 
 /// A delivery reserved by the dispatcher until its lease ends.
@@ -266,6 +268,7 @@ pub(crate) enum Command {
     },
     Apply {
         request: InputRequest,
+        decision: DecisionNote,
         reply: oneshot::Sender<Result<Applied, WriteError>>,
     },
     Claim {
@@ -443,7 +446,22 @@ impl Store {
     }
 
     pub async fn apply(&self, request: InputRequest) -> Result<Applied, WriteError> {
-        self.ask(|reply| Command::Apply { request, reply }).await?
+        self.decide(request, DecisionNote::default()).await
+    }
+
+    /// [`Store::apply`] for a reviewer's decision, kept in the log with its note; a repeat of
+    /// its `decision_id` with the same body changes nothing.
+    pub async fn decide(
+        &self,
+        request: InputRequest,
+        decision: DecisionNote,
+    ) -> Result<Applied, WriteError> {
+        self.ask(|reply| Command::Apply {
+            request,
+            decision,
+            reply,
+        })
+        .await?
     }
 
     /// Leases up to `limit` due deliveries, each the first pending one of its queue, within
@@ -491,10 +509,14 @@ mod tests {
     fn every_statement_of_the_writer_stays_prepared() {
         // Each `prepare_cached(` call site is one statement text (or a few, for the
         // `statement` helper's transaction-control texts, counted below).
-        let sites: usize = [include_str!("writer.rs"), include_str!("admin.rs")]
-            .iter()
-            .map(|src| src.matches("prepare_cached(").count())
-            .sum();
+        let sites: usize = [
+            include_str!("writer.rs"),
+            include_str!("admin.rs"),
+            include_str!("decisions.rs"),
+        ]
+        .iter()
+        .map(|src| src.matches("prepare_cached(").count())
+        .sum();
         let control = [
             "BEGIN IMMEDIATE",
             "COMMIT",

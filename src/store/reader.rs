@@ -25,6 +25,9 @@ pub struct TransitionRow {
     pub uguid: Option<String>,
     pub actor: String,
     pub event_id: Option<String>,
+    /// A reviewer's decision_id and comment, when the decision carried them.
+    pub decision_id: Option<String>,
+    pub comment: Option<String>,
     pub at: i64,
 }
 
@@ -57,6 +60,16 @@ pub struct TransactionDetail {
     pub notifications: Vec<NotificationRow>,
 }
 
+/// How many transactions of one operation wait in a review queue, and since when the oldest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueCount {
+    pub state: State,
+    pub operation: Operation,
+    pub count: i64,
+    /// The earliest `updated_at` (when it entered the queue) among them.
+    pub oldest_at: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct TransactionPage {
     pub items: Vec<TxSummary>,
@@ -64,16 +77,18 @@ pub struct TransactionPage {
     pub next_cursor: Option<i64>,
 }
 
+/// A stored value that is not one of its enum's names.
+fn bad(what: &str, v: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("bad {what} {v:?}").into(),
+    )
+}
+
 fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TxSummary> {
     let op: String = r.get("operation")?;
     let state: String = r.get("state")?;
-    let bad = |what: &str, v: &str| {
-        rusqlite::Error::FromSqlConversionFailure(
-            0,
-            rusqlite::types::Type::Text,
-            format!("bad {what} {v:?}").into(),
-        )
-    };
     Ok(TxSummary {
         tguid: r.get("tguid")?,
         operation: Operation::parse(&op).ok_or_else(|| bad("operation", &op))?,
@@ -126,6 +141,11 @@ impl Readers {
         self.run(move |c| transaction(c, &tguid)).await
     }
 
+    /// The review queues (PENDING and EXCEPTION) by operation, with counts.
+    pub async fn queues(&self) -> rusqlite::Result<Vec<QueueCount>> {
+        self.run(queues).await
+    }
+
     pub async fn list(
         &self,
         state: Option<State>,
@@ -166,7 +186,9 @@ fn transaction(c: &Connection, tguid: &str) -> rusqlite::Result<Option<Transacti
     };
     let transitions = c
         .prepare_cached(
-            "SELECT from_state, to_state, input, uguid, actor, event_id, at FROM transitions WHERE tx = ?1 ORDER BY id",
+            "SELECT t.from_state, t.to_state, t.input, t.uguid, t.actor, t.event_id, t.at, d.decision_id, d.comment
+             FROM transitions t LEFT JOIN decisions d ON d.transition_id = t.id
+             WHERE t.tx = ?1 ORDER BY t.id",
         )?
         .query_map([tx], |r| {
             Ok(TransitionRow {
@@ -177,6 +199,8 @@ fn transaction(c: &Connection, tguid: &str) -> rusqlite::Result<Option<Transacti
                 actor: r.get(4)?,
                 event_id: r.get(5)?,
                 at: r.get(6)?,
+                decision_id: r.get(7)?,
+                comment: r.get(8)?,
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -209,6 +233,32 @@ fn transaction(c: &Connection, tguid: &str) -> rusqlite::Result<Option<Transacti
         transitions,
         notifications: notifications.into_iter().map(|(_, n)| n).collect(),
     }))
+}
+
+fn queues(c: &Connection) -> rusqlite::Result<Vec<QueueCount>> {
+    // Each queue walks its own part of the state index; no other transaction is read.
+    let mut stmt = c.prepare_cached(
+        "SELECT operation, count(*), min(updated_at) FROM transactions INDEXED BY transactions_by_state
+         WHERE state = ?1 GROUP BY operation ORDER BY operation",
+    )?;
+    let mut out = Vec::new();
+    for state in [State::Pending, State::Exception] {
+        let rows = stmt.query_map([state.as_str()], |r| {
+            let op: String = r.get(0)?;
+            Ok((op, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        })?;
+        for row in rows {
+            let (op, count, oldest_at) = row?;
+            let operation = Operation::parse(&op).ok_or_else(|| bad("operation", &op))?;
+            out.push(QueueCount {
+                state,
+                operation,
+                count,
+                oldest_at,
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn list(

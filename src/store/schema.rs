@@ -209,6 +209,20 @@ CREATE INDEX transactions_final_by_update ON transactions(updated_at)
     WHERE state = 'ENROLLED' OR state = 'FAILED' OR state = 'MATCH' OR state = 'NOT_MATCH'
        OR state = 'PERSON_NOT_FOUND';
 "#,
+    r#"
+-- A reviewer's decision as the transition log keeps it, beside its transition: the decision_id
+-- that makes a repeat a no-op (scoped to its transaction, apart from event_ids) with its body's
+-- fingerprint, and the reviewer's comment. Only decisions that carry one of them have a row, so
+-- the hot path (events) writes nothing more.
+CREATE TABLE decisions (
+    transition_id INTEGER PRIMARY KEY,      -- transitions.id
+    tx            INTEGER NOT NULL,
+    decision_id   TEXT,
+    fingerprint   TEXT,
+    comment       TEXT
+);
+CREATE UNIQUE INDEX decisions_by_id ON decisions(tx, decision_id) WHERE decision_id IS NOT NULL;
+"#,
 ];
 
 /// Brings the schema up to date inside one transaction.
@@ -396,6 +410,36 @@ mod tests {
             .unwrap();
         assert!(!sql.contains(" IN "), "{sql}");
         assert_eq!(rows_in_retention_index(&conn), 1);
+    }
+
+    #[test]
+    fn a_version_7_database_upgrades_with_its_log_intact_and_takes_decision_notes() {
+        let mut conn = database_at(7);
+        conn.execute_batch(
+            "INSERT INTO transactions (id, tguid, operation, state, created_at, updated_at, next_seq)
+             VALUES (1, 'p', 'ENROLL', 'PENDING', 1, 2, 2);
+             INSERT INTO transitions (tx, tguid, to_state, input, actor, at)
+             VALUES (1, 'p', 'PROCESSING', 'register ENROLL', 'x', 1);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let version: usize = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+        let kept: Vec<(String, String)> = pairs(&conn, "SELECT tguid, input FROM transitions");
+        assert_eq!(kept, [("p".to_owned(), "register ENROLL".to_owned())]);
+        // A decision_id is unique within its transaction, and free in another.
+        let note = |transition: i64, tx: i64, id: &str| {
+            conn.execute(
+                "INSERT INTO decisions (transition_id, tx, decision_id, fingerprint, comment)
+                 VALUES (?1, ?2, ?3, 'f', 'why')",
+                rusqlite::params![transition, tx, id],
+            )
+        };
+        note(2, 1, "d-1").unwrap();
+        assert!(note(3, 1, "d-1").is_err());
+        note(4, 2, "d-1").unwrap();
     }
 
     #[test]

@@ -8,8 +8,9 @@ use tokio::sync::{mpsc, Notify};
 
 use super::leases::Leases;
 use super::{
-    admin, AdminDone, ApiEndpoint, Applied, Claimed, ClaimedDelivery, Command, Completion,
-    ConfigEndpointOptions, InputRequest, Registered, StoreOptions, TxSummary, WriteError,
+    admin, decisions, AdminDone, ApiEndpoint, Applied, Claimed, ClaimedDelivery, Command,
+    Completion, ConfigEndpointOptions, DecisionNote, InputRequest, Registered, StoreOptions,
+    TxSummary, WriteError,
 };
 use crate::clock::now_ms;
 use crate::domain::{self, Operation, State, Subscriptions, Tguid};
@@ -644,8 +645,10 @@ impl Writer {
                 let ok = r.is_ok();
                 done(Outcome::Register(r), ok, false)
             }
-            Command::Apply { request, .. } => {
-                let r = self.apply(request, now);
+            Command::Apply {
+                request, decision, ..
+            } => {
+                let r = self.apply(request, decision, now);
                 let ok = r.is_ok();
                 // The heads it queued are handed over after the commit, or left for a claim;
                 // `hand_over` says which.
@@ -803,7 +806,12 @@ impl Writer {
         })
     }
 
-    fn apply(&mut self, request: &InputRequest, now: i64) -> Result<Applied, WriteError> {
+    fn apply(
+        &mut self,
+        request: &InputRequest,
+        note: &DecisionNote,
+        now: i64,
+    ) -> Result<Applied, WriteError> {
         let tguid = request.tguid.as_str();
         let (
             summary,
@@ -815,35 +823,51 @@ impl Writer {
             .summary(tguid)?
             .ok_or_else(|| WriteError::NotFound(tguid.to_owned()))?;
 
-        if let Some((event_id, fingerprint)) = &request.event_id {
-            let seen: Option<String> = self
+        // An idempotency key used before: (same body?, the refusal for another body).
+        let earlier = match &request.event_id {
+            Some((event_id, fingerprint)) => self
                 .conn
                 .prepare_cached(
                     "SELECT fingerprint FROM event_ids WHERE tguid = ?1 AND event_id = ?2",
                 )?
-                .query_row([tguid, event_id], |r| r.get(0))
-                .optional()?;
-            match seen {
-                Some(f) if &f == fingerprint => {
-                    return Ok(Applied {
-                        duplicate: true,
-                        summary,
-                        notifications: 0,
-                    });
-                }
-                Some(_) => {
-                    // Contract §4 lists invalid_transition before event_id_reused: when the
-                    // new body would be refused anyway, that refusal is the answer.
-                    domain::step(
-                        summary.operation,
-                        summary.state,
-                        &request.input,
-                        self.options.update_label,
-                    )?;
-                    return Err(WriteError::EventIdReused(event_id.clone()));
-                }
-                None => {}
+                .query_row([tguid, event_id], |r| r.get::<_, String>(0))
+                .optional()?
+                .map(|f| {
+                    (
+                        &f == fingerprint,
+                        WriteError::EventIdReused(event_id.clone()),
+                    )
+                }),
+            None => None,
+        };
+        let earlier = match earlier {
+            Some(e) => Some(e),
+            None => decisions::earlier_use(&self.conn, tx, note)?.map(|same| {
+                let id = note.decision_id.clone().unwrap_or_default().0;
+                (same, WriteError::DecisionIdReused(id))
+            }),
+        };
+        match earlier {
+            Some((true, _)) => {
+                return Ok(Applied {
+                    duplicate: true,
+                    summary,
+                    notifications: 0,
+                });
             }
+            Some((false, reused)) => {
+                // Contract §4 lists invalid_transition before event_id_reused (and a
+                // decision_id is kept like an event_id): when the new body would be refused
+                // anyway, that refusal is the answer.
+                domain::step(
+                    summary.operation,
+                    summary.state,
+                    &request.input,
+                    self.options.update_label,
+                )?;
+                return Err(reused);
+            }
+            None => {}
         }
 
         let transition = domain::step(
@@ -874,6 +898,7 @@ impl Writer {
             (&request.actor, event_id),
             now,
         )?;
+        decisions::record(&self.conn, tx, self.conn.last_insert_rowid(), note)?;
         if let Some((event_id, fingerprint)) = &request.event_id {
             self.conn
                 .prepare_cached(
@@ -1289,7 +1314,14 @@ mod tests {
             event_id: None,
             actor: "test".into(),
         };
-        (Command::Apply { request, reply }, rx)
+        (
+            Command::Apply {
+                request,
+                decision: DecisionNote::default(),
+                reply,
+            },
+            rx,
+        )
     }
 
     /// Makes every notification insert of `tguid` fail: after the state update and log row.
@@ -1659,7 +1691,14 @@ mod tests {
                 event_id: None,
                 actor: "test".into(),
             };
-            (Command::Apply { request, reply }, rx)
+            (
+                Command::Apply {
+                    request,
+                    decision: DecisionNote::default(),
+                    reply,
+                },
+                rx,
+            )
         };
         let treat = |tguid: &str| {
             let (reply, rx) = oneshot::channel();
@@ -1669,7 +1708,14 @@ mod tests {
                 event_id: None,
                 actor: "test".into(),
             };
-            (Command::Apply { request, reply }, rx)
+            (
+                Command::Apply {
+                    request,
+                    decision: DecisionNote::default(),
+                    reply,
+                },
+                rx,
+            )
         };
         w.run_batch(&mut vec![exception("tg-ok").0, exception("tg-boom").0]);
         let firsts: Vec<_> = std::iter::from_fn(|| handed.try_recv().ok()).collect();
