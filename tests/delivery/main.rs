@@ -9,6 +9,7 @@ mod common;
 mod harness;
 
 mod crash;
+mod endpoint_registry;
 mod faults;
 mod model;
 mod operator;
