@@ -10,6 +10,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::UpdateLabel;
+use crate::endpoint::{
+    self, AmqpDestination, ClientAuth, Destination, Endpoint, EndpointAuth, HttpDestination,
+    OAuth2Settings, Source,
+};
+pub use crate::secret::Secret;
 
 /// A configuration problem, naming the key and what is wrong with it.
 #[derive(Debug, thiserror::Error)]
@@ -19,72 +24,6 @@ pub struct ConfigError(pub String);
 fn err<T>(key: impl fmt::Display, what: impl fmt::Display) -> Result<T, ConfigError> {
     Err(ConfigError(format!("{key}: {what}")))
 }
-
-/// A secret that never shows itself in `Debug` output, logs or errors.
-#[derive(Clone, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-    /// The secret itself; call only where it is used (signing, comparing).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// How the dispatcher authenticates to an endpoint.
-#[derive(Debug, Clone)]
-pub enum EndpointAuth {
-    /// A fixed header on every POST, e.g. `X-API-Key: …`.
-    ApiKey {
-        header: reqwest::header::HeaderName,
-        value: Secret,
-    },
-    /// `Authorization: Bearer <token>` from an OAuth 2.0 client-credentials grant.
-    OAuth2(OAuth2Settings),
-}
-
-#[derive(Debug, Clone)]
-pub struct OAuth2Settings {
-    pub token_url: reqwest::Url,
-    pub client_id: String,
-    pub client_secret: Secret,
-    /// Sent as `scope` when given.
-    pub scope: Option<String>,
-    pub client_auth: ClientAuth,
-}
-
-/// Where the client id and secret go in the token request (RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    /// `Authorization: Basic` (`client_secret_basic`; every server must accept it).
-    Basic,
-    /// `client_id` and `client_secret` in the form body (`client_secret_post`).
-    Body,
-}
-
-/// Headers the dispatcher sets itself; an API key may not replace them.
-const RESERVED_HEADERS: &[&str] = &[
-    "content-type",
-    "content-length",
-    "transfer-encoding",
-    "host",
-    "connection",
-    "user-agent",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "x-signature",
-];
 
 fn endpoint_auth(key: &str, raw: RawAuth) -> Result<EndpointAuth, ConfigError> {
     // Keys that belong to the other type are refused rather than silently ignored.
@@ -112,32 +51,15 @@ fn endpoint_auth(key: &str, raw: RawAuth) -> Result<EndpointAuth, ConfigError> {
             let Some(header) = raw.header else {
                 return err(format!("{key}.header"), "is required for type \"api_key\"");
             };
-            let name = match reqwest::header::HeaderName::from_bytes(header.as_bytes()) {
-                Ok(n) if !RESERVED_HEADERS.contains(&n.as_str()) => n,
-                Ok(_) => {
-                    return err(
-                        format!("{key}.header"),
-                        format!("{header:?} is set by the notifier itself; choose another header"),
-                    )
-                }
-                Err(_) => {
-                    return err(
-                        format!("{key}.header"),
-                        format!("{header:?} is not a valid HTTP header name"),
-                    )
-                }
+            let name = match endpoint::api_key_header(&header) {
+                Ok(n) => n,
+                Err(why) => return err(format!("{key}.header"), why),
             };
             let Some(value) = raw.value else {
                 return err(format!("{key}.value"), "is required for type \"api_key\"");
             };
-            if value.expose().is_empty()
-                || reqwest::header::HeaderValue::from_str(value.expose()).is_err()
-            {
-                // The value is a secret: say what is wrong, never what it is.
-                return err(
-                    format!("{key}.value"),
-                    "must be non-empty visible ASCII (it is sent as a header)",
-                );
+            if let Err(why) = endpoint::check_api_key_value(&value) {
+                return err(format!("{key}.value"), why);
             }
             Ok(EndpointAuth::ApiKey {
                 header: name,
@@ -158,7 +80,7 @@ fn endpoint_auth(key: &str, raw: RawAuth) -> Result<EndpointAuth, ConfigError> {
                     "is required for type \"oauth2\"",
                 );
             };
-            let token_url = match check_endpoint_url(&token_url) {
+            let token_url = match endpoint::check_url(&token_url) {
                 Ok(u) => u,
                 Err(why) => return err(format!("{key}.token_url"), why),
             };
@@ -180,15 +102,10 @@ fn endpoint_auth(key: &str, raw: RawAuth) -> Result<EndpointAuth, ConfigError> {
                     )
                 }
             };
-            let client_auth = match raw.client_auth.as_deref().unwrap_or("basic") {
-                "basic" => ClientAuth::Basic,
-                "body" => ClientAuth::Body,
-                other => {
-                    return err(
-                        format!("{key}.client_auth"),
-                        format!("{other:?} is not \"basic\" or \"body\""),
-                    )
-                }
+            let client_auth = match ClientAuth::parse(raw.client_auth.as_deref().unwrap_or("basic"))
+            {
+                Ok(a) => a,
+                Err(why) => return err(format!("{key}.client_auth"), why),
             };
             Ok(EndpointAuth::OAuth2(OAuth2Settings {
                 token_url,
@@ -333,26 +250,13 @@ struct RawNotifications {
 pub struct Settings {
     pub listen: SocketAddr,
     pub store: StoreSettings,
-    pub endpoints: Vec<EndpointSettings>,
+    /// Every configured endpoint, the RabbitMQ sink last when `[amqp] enabled` (or
+    /// `RABBITMQ_TRANSACTION_EVENTS_ENABLED`).
+    pub endpoints: Vec<Endpoint>,
     pub api: ApiSettings,
     pub delivery: DeliverySettings,
     pub update_label: UpdateLabel,
     pub retention: RetentionSettings,
-    /// The RabbitMQ sink, when `[amqp] enabled` (or `RABBITMQ_TRANSACTION_EVENTS_ENABLED`).
-    pub amqp: Option<AmqpSettings>,
-}
-
-/// The RabbitMQ sink: an endpoint whose deliveries are published to a topic exchange.
-#[derive(Debug, Clone)]
-pub struct AmqpSettings {
-    /// The endpoint id its deliveries are recorded, listed and recovered under.
-    pub id: String,
-    /// The broker URL; it holds the broker password, so it never shows in output.
-    pub url: Secret,
-    /// The durable topic exchange we declare and publish to.
-    pub exchange: String,
-    /// Which notifications are published (routing keys let consumers filter further).
-    pub subscriptions: crate::domain::Subscriptions,
 }
 
 /// The retention job: what it deletes and when it runs.
@@ -370,63 +274,6 @@ pub struct StoreSettings {
     pub sqlite_path: PathBuf,
     /// `synchronous = FULL` (default: every acknowledged call survives power loss) or `NORMAL`.
     pub synchronous_full: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct EndpointSettings {
-    pub id: String,
-    pub url: reqwest::Url,
-    /// Signing secrets, newest first (empty: unsigned). Every one signs `webhook-signature`
-    /// so receivers keep verifying through a rotation; the first signs `X-Signature`.
-    pub secrets: Vec<Secret>,
-    /// How our POSTs authenticate to the endpoint (seed 002); `None`: they do not.
-    pub auth: Option<EndpointAuth>,
-    /// Which notifications it receives (`subscriptions`); the store fans out accordingly.
-    pub subscriptions: crate::domain::Subscriptions,
-    /// The GBDS body as it is, or wrapped in a CloudEvent.
-    pub format: crate::delivery::cloudevents::Format,
-}
-
-impl EndpointSettings {
-    /// An endpoint created through the API: checked by the same rules as the config file's.
-    pub fn runtime(id: &str, url: &str, secret: Option<Secret>) -> Result<Self, String> {
-        check_endpoint_id(id)?;
-        let url = check_endpoint_url(url)?;
-        if let Some(s) = &secret {
-            crate::delivery::signing::check_secret(s.expose())
-                .map_err(|why| format!("secret: {why}"))?;
-        }
-        Ok(EndpointSettings {
-            id: id.to_owned(),
-            url,
-            secrets: secret.into_iter().collect(),
-            auth: None,
-            subscriptions: crate::domain::Subscriptions::All,
-            format: crate::delivery::cloudevents::Format::Gbds,
-        })
-    }
-}
-
-fn check_endpoint_id(id: &str) -> Result<(), String> {
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        return Err(format!(
-            "id {id:?} must be 1-64 letters, digits, '-', '_' or '.'"
-        ));
-    }
-    Ok(())
-}
-
-fn check_endpoint_url(url: &str) -> Result<reqwest::Url, String> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(u),
-        Ok(_) => Err(format!("url {url:?} must be an http:// or https:// URL")),
-        Err(why) => Err(format!("url {url:?} is not a URL: {why}")),
-    }
 }
 
 /// Who may call the REST API.
@@ -776,12 +623,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let mut seen = HashSet::new();
     for (i, e) in raw.endpoints.into_iter().enumerate() {
         let key = format!("endpoints[{i}]");
-        if e.id.is_empty()
-            || !e
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
+        if e.id.is_empty() || !endpoint::id_characters_allowed(&e.id) {
             return err(
                 format!("{key}.id"),
                 format!(
@@ -796,20 +638,9 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
                 format!("{:?} is used by another endpoint", e.id),
             );
         }
-        let url = match reqwest::Url::parse(&e.url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
-            Ok(_) => {
-                return err(
-                    format!("{key}.url"),
-                    format!("{:?} must be an http:// or https:// URL", e.url),
-                )
-            }
-            Err(why) => {
-                return err(
-                    format!("{key}.url"),
-                    format!("{:?} is not a URL: {why}", e.url),
-                )
-            }
+        let url = match endpoint::parse_http_url(&e.url) {
+            Ok(u) => u,
+            Err(why) => return err(format!("{key}.url"), why),
         };
         let secrets = match (e.secret, e.secrets) {
             (Some(_), Some(_)) => {
@@ -819,7 +650,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
                 )
             }
             (Some(one), None) => {
-                if let Err(why) = crate::delivery::signing::check_secret(one.expose()) {
+                if let Err(why) = endpoint::check_secret(one.expose()) {
                     return err(format!("{key}.secret"), why);
                 }
                 vec![one]
@@ -832,7 +663,7 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
                     );
                 }
                 for (j, secret) in list.iter().enumerate() {
-                    if let Err(why) = crate::delivery::signing::check_secret(secret.expose()) {
+                    if let Err(why) = endpoint::check_secret(secret.expose()) {
                         return err(format!("{key}.secrets[{j}]"), why);
                     }
                 }
@@ -846,30 +677,34 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         };
         if block_private_targets {
             // Names are checked when resolved; a literal address can be refused now.
-            if let Err(why) = crate::delivery::guard::check_url(&url) {
+            if let Err(why) = endpoint::address::check_public_literal(&url) {
                 return err(format!("{key}.url"), why);
             }
             if let Some(EndpointAuth::OAuth2(o)) = &auth {
-                if let Err(why) = crate::delivery::guard::check_url(&o.token_url) {
+                if let Err(why) = endpoint::address::check_public_literal(&o.token_url) {
                     return err(format!("{key}.auth.token_url"), why);
                 }
             }
         }
         let subscriptions = subscriptions(&key, e.subscriptions.as_deref())?;
         let format = match e.format.as_deref() {
-            None => crate::delivery::cloudevents::Format::Gbds,
-            Some(f) => match crate::delivery::cloudevents::Format::parse(f) {
+            None => endpoint::Format::Gbds,
+            Some(f) => match endpoint::Format::parse(f) {
                 Ok(f) => f,
                 Err(why) => return err(format!("{key}.format"), why),
             },
         };
-        endpoints.push(EndpointSettings {
+        endpoints.push(Endpoint {
             id: e.id,
-            url,
-            secrets,
-            auth,
+            source: Source::Config,
+            destination: Destination::Http(HttpDestination {
+                url,
+                secrets,
+                auth,
+                format,
+            }),
             subscriptions,
-            format,
+            enabled: true,
         });
     }
 
@@ -1026,8 +861,8 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
                 .notifications
                 .cloudevents_source
                 .clone()
-                .unwrap_or_else(|| crate::delivery::cloudevents::DEFAULT_SOURCE.to_owned());
-            if let Err(why) = crate::delivery::cloudevents::check_source(&source) {
+                .unwrap_or_else(|| DEFAULT_CLOUDEVENTS_SOURCE.to_owned());
+            if let Err(why) = endpoint::check_cloudevents_source(&source) {
                 return err("notifications.cloudevents_source", why);
             }
             source
@@ -1069,7 +904,9 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         }
     };
 
-    let amqp = amqp_settings(raw.amqp, &endpoints)?;
+    if let Some(sink) = amqp_sink(raw.amqp, &endpoints)? {
+        endpoints.push(sink);
+    }
 
     Ok(Settings {
         listen,
@@ -1079,7 +916,6 @@ fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         delivery,
         update_label,
         retention,
-        amqp,
     })
 }
 
@@ -1097,34 +933,23 @@ fn subscriptions(
     }
 }
 
-/// `[amqp]`, checked whether or not it is enabled, so a mistake shows before it is switched on.
-fn amqp_settings(
-    raw: RawAmqp,
-    endpoints: &[EndpointSettings],
-) -> Result<Option<AmqpSettings>, ConfigError> {
-    use crate::delivery::amqp;
+/// `[amqp]`: the RabbitMQ sink, an endpoint whose deliveries are published to a topic
+/// exchange. Checked whether or not it is enabled, so a mistake shows before it is switched on.
+fn amqp_sink(raw: RawAmqp, endpoints: &[Endpoint]) -> Result<Option<Endpoint>, ConfigError> {
     let url = raw
         .url
-        .unwrap_or_else(|| Secret::new(amqp::DEFAULT_URL.to_owned()));
-    if let Err(why) = amqp::check_url(url.expose()) {
+        .unwrap_or_else(|| Secret::new(DEFAULT_AMQP_URL.to_owned()));
+    if let Err(why) = endpoint::amqp::check_url(url.expose()) {
         return err("amqp.url", why);
     }
     let exchange = raw
         .exchange
-        .unwrap_or_else(|| amqp::DEFAULT_EXCHANGE.to_owned());
-    if exchange.is_empty()
-        || exchange.len() > 127
-        || !exchange
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-    {
-        return err(
-            "amqp.exchange",
-            format!("{exchange:?} must be 1-127 letters, digits, '-', '_', '.' or ':'"),
-        );
+        .unwrap_or_else(|| DEFAULT_AMQP_EXCHANGE.to_owned());
+    if let Err(why) = endpoint::amqp::check_exchange(&exchange) {
+        return err("amqp.exchange", why);
     }
-    let id = raw.id.unwrap_or_else(|| amqp::DEFAULT_ID.to_owned());
-    if let Err(why) = check_endpoint_id(&id) {
+    let id = raw.id.unwrap_or_else(|| DEFAULT_AMQP_ID.to_owned());
+    if let Err(why) = endpoint::check_id(&id) {
         return err("amqp.id", why);
     }
     if let Some(i) = endpoints.iter().position(|e| e.id == id) {
@@ -1134,17 +959,43 @@ fn amqp_settings(
         );
     }
     let subscriptions = subscriptions("amqp", raw.subscriptions.as_deref())?;
-    Ok(raw.enabled.unwrap_or(false).then_some(AmqpSettings {
+    Ok(raw.enabled.unwrap_or(false).then_some(Endpoint {
         id,
-        url,
-        exchange,
+        source: Source::Config,
+        destination: Destination::Amqp(AmqpDestination { url, exchange }),
         subscriptions,
+        enabled: true,
     }))
 }
+
+/// `[amqp] url` when not set: the local broker's default vhost with the guest account.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// `[amqp] exchange` when not set.
+pub const DEFAULT_AMQP_EXCHANGE: &str = "gbds.notifications";
+/// `[amqp] id` when not set: the endpoint id deliveries to the sink are recorded under.
+pub const DEFAULT_AMQP_ID: &str = "rabbitmq";
+/// `[notifications] cloudevents_source` when not set.
+pub const DEFAULT_CLOUDEVENTS_SOURCE: &str = "urn:gbds-notifier";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The HTTP destination of a configured endpoint.
+    fn http(e: &Endpoint) -> &HttpDestination {
+        match &e.destination {
+            Destination::Http(h) => h,
+            Destination::Amqp(_) => panic!("{} is the RabbitMQ sink", e.id),
+        }
+    }
+
+    /// The RabbitMQ sink, when enabled: its endpoint and its destination.
+    fn sink(s: &Settings) -> Option<(&Endpoint, &AmqpDestination)> {
+        s.endpoints.iter().find_map(|e| match &e.destination {
+            Destination::Amqp(a) => Some((e, a)),
+            Destination::Http(_) => None,
+        })
+    }
 
     fn from_toml(text: &str) -> Result<Settings, ConfigError> {
         from_toml_env(text, &[])
@@ -1279,15 +1130,19 @@ update_operation = "UPDATE"
             "[[endpoints]]\nid = \"a\"\nurl = \"http://x/\"\nsecrets = [\"whsec_bmV3\", \"whsec_b2xk\"]",
         )
         .unwrap();
-        let shown: Vec<&str> = s.endpoints[0].secrets.iter().map(Secret::expose).collect();
+        let shown: Vec<&str> = http(&s.endpoints[0])
+            .secrets
+            .iter()
+            .map(Secret::expose)
+            .collect();
         assert_eq!(shown, ["whsec_bmV3", "whsec_b2xk"]);
         let s =
             from_toml("[[endpoints]]\nid = \"a\"\nurl = \"http://x/\"\nsecret = \"whsec_bmV3\"")
                 .unwrap();
-        assert_eq!(s.endpoints[0].secrets.len(), 1);
+        assert_eq!(http(&s.endpoints[0]).secrets.len(), 1);
         let s = from_toml("[[endpoints]]\nid = \"a\"\nurl = \"http://x/\"").unwrap();
-        assert!(s.endpoints[0].secrets.is_empty());
-        assert!(s.endpoints[0].auth.is_none());
+        assert!(http(&s.endpoints[0]).secrets.is_empty());
+        assert!(http(&s.endpoints[0]).auth.is_none());
     }
 
     #[test]
@@ -1297,7 +1152,7 @@ update_operation = "UPDATE"
             "{e}auth = {{ type = \"api_key\", header = \"X-API-Key\", value = \"k-123\" }}"
         ))
         .unwrap();
-        match &s.endpoints[0].auth {
+        match &http(&s.endpoints[0]).auth {
             Some(EndpointAuth::ApiKey { header, value }) => {
                 assert_eq!(header.as_str(), "x-api-key");
                 assert_eq!(value.expose(), "k-123");
@@ -1308,7 +1163,7 @@ update_operation = "UPDATE"
             "{e}auth = {{ type = \"oauth2\", token_url = \"https://idp/token\", client_id = \"c\", client_secret = \"cs-9\", scope = \"notify\" }}"
         ))
         .unwrap();
-        match &s.endpoints[0].auth {
+        match &http(&s.endpoints[0]).auth {
             Some(EndpointAuth::OAuth2(o)) => {
                 assert_eq!(o.token_url.as_str(), "https://idp/token");
                 assert_eq!(o.scope.as_deref(), Some("notify"));
@@ -1445,19 +1300,13 @@ update_operation = "UPDATE"
         let subs = &s.endpoints[0].subscriptions;
         assert!(subs.matches("SEARCH", "FAILED"));
         assert!(!subs.matches("SEARCH", "NOT_MATCH"));
-        assert_eq!(
-            s.endpoints[0].format,
-            crate::delivery::cloudevents::Format::CloudEvents
-        );
+        assert_eq!(http(&s.endpoints[0]).format, endpoint::Format::CloudEvents);
         let s = from_toml(e).unwrap();
         assert_eq!(
             s.endpoints[0].subscriptions,
             crate::domain::Subscriptions::All
         );
-        assert_eq!(
-            s.endpoints[0].format,
-            crate::delivery::cloudevents::Format::Gbds
-        );
+        assert_eq!(http(&s.endpoints[0]).format, endpoint::Format::Gbds);
         assert_eq!(s.delivery.cloudevents_source, "urn:gbds-notifier");
         for (text, key, says) in [
             (
@@ -1494,15 +1343,15 @@ update_operation = "UPDATE"
     #[test]
     fn the_amqp_sink_is_off_unless_enabled_by_config_or_by_either_variable() {
         let s = from_toml("").unwrap();
-        assert!(s.amqp.is_none());
+        assert!(sink(&s).is_none());
         let s = from_toml("[amqp]\nenabled = true").unwrap();
-        let a = s.amqp.unwrap();
-        assert_eq!(a.id, "rabbitmq");
+        let (e, a) = sink(&s).unwrap();
+        assert_eq!(e.id, "rabbitmq");
         assert_eq!(a.exchange, "gbds.notifications");
         assert_eq!(a.url.expose(), "amqp://guest:guest@127.0.0.1:5672/%2f");
-        assert_eq!(a.subscriptions, crate::domain::Subscriptions::All);
+        assert_eq!(e.subscriptions, crate::domain::Subscriptions::All);
         let s = from_toml_env("", &[("RABBITMQ_TRANSACTION_EVENTS_ENABLED", "true")]).unwrap();
-        assert!(s.amqp.is_some());
+        assert!(sink(&s).is_some());
         let s = from_toml_env(
             "",
             &[
@@ -1511,7 +1360,7 @@ update_operation = "UPDATE"
             ],
         )
         .unwrap();
-        assert!(s.amqp.is_none(), "GBDS_AMQP_ENABLED wins");
+        assert!(sink(&s).is_none(), "GBDS_AMQP_ENABLED wins");
         let s = from_toml_env(
             "",
             &[
@@ -1523,12 +1372,12 @@ update_operation = "UPDATE"
             ],
         )
         .unwrap();
-        let a = s.amqp.unwrap();
+        let (e, a) = sink(&s).unwrap();
         assert_eq!(
-            (a.id.as_str(), a.exchange.as_str(), a.url.expose()),
+            (e.id.as_str(), a.exchange.as_str(), a.url.expose()),
             ("broker", "gbds.events", "amqps://u:p@broker:5671/prod")
         );
-        assert!(!a.subscriptions.matches("SEARCH", "MATCH"));
+        assert!(!e.subscriptions.matches("SEARCH", "MATCH"));
     }
 
     #[test]

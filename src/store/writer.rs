@@ -8,11 +8,13 @@ use tokio::sync::{mpsc, Notify};
 
 use super::leases::Leases;
 use super::{
-    admin, AdminDone, ApiEndpoint, Applied, Claimed, ClaimedDelivery, Command, Completion,
-    ConfigEndpointOptions, InputRequest, Registered, StoreOptions, TxSummary, WriteError,
+    admin, AdminDone, AdminOp, Applied, Claimed, ClaimedDelivery, Command, Completion,
+    InputRequest, Registered, StoreOptions, TxSummary, WriteError,
 };
 use crate::clock::now_ms;
 use crate::domain::{self, Operation, State, Subscriptions, Tguid};
+use crate::endpoint::{self, Destination, Endpoint, HttpDestination, Publisher, Snapshot, Source};
+use crate::secret::Secret;
 
 /// Most commands in one SQLite transaction; bounds the latency a batch adds to its first caller.
 const MAX_BATCH: usize = 1024;
@@ -188,7 +190,7 @@ struct Writer {
     options: StoreOptions,
     /// The endpoints a new notification may be queued for (config and API ones), each with
     /// what it subscribed to: it gets a delivery only when its subscriptions match.
-    fanout: Vec<Fanout>,
+    endpoints: BatchEndpoints,
     /// The deliveries the dispatcher holds (claimed or handed over, not completed), and the
     /// slots they take.
     leases: Leases,
@@ -225,32 +227,134 @@ impl HandoffSender {
     }
 }
 
-/// An endpoint a new notification may be queued for.
-struct Fanout {
+/// The endpoint registry as the writer sees it: what it last published, and what the open
+/// transaction changed of it. A command that changes an endpoint in the database changes the
+/// list here too (`reload`), so later commands of the batch fan out by it; the list is
+/// published only once the batch has committed, and forgotten if it does not.
+struct BatchEndpoints {
+    publisher: Publisher,
+    /// What readers see now.
+    published: Snapshot,
+    /// The configured endpoints as the configuration defines them; the database adds only
+    /// whether each is enabled.
+    configured: Vec<Endpoint>,
+    /// The list as the open transaction has it, once a command in it changed an endpoint.
+    changed: Option<Snapshot>,
+}
+
+impl BatchEndpoints {
+    fn new(publisher: Publisher, configured: Vec<Endpoint>) -> Self {
+        BatchEndpoints {
+            published: publisher.current(),
+            publisher,
+            configured,
+            changed: None,
+        }
+    }
+
+    /// The endpoints as the open transaction has them.
+    fn now(&self) -> &Snapshot {
+        self.changed.as_ref().unwrap_or(&self.published)
+    }
+
+    /// Reads the endpoints again after a command changed them in the open transaction.
+    fn reload(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let endpoints = load_endpoints(conn, &self.configured)?;
+        self.changed = Some(self.now().succeeded_by(endpoints));
+        Ok(())
+    }
+
+    /// The batch committed: what it changed is what everyone sees from now on.
+    fn publish(&mut self) {
+        if let Some(snapshot) = self.changed.take() {
+            self.publisher.publish(snapshot.clone());
+            self.published = snapshot;
+        }
+    }
+
+    /// The batch (or a command) was undone: so is what it changed here.
+    fn forget(&mut self) {
+        self.changed = None;
+    }
+}
+
+/// The active endpoints as the open transaction has them: the configured ones as the
+/// configuration defines them (the row adds whether each is enabled), the API ones from
+/// their rows. A row that cannot make an endpoint is logged and left out.
+fn load_endpoints(conn: &Connection, configured: &[Endpoint]) -> rusqlite::Result<Vec<Endpoint>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, source, url, secret, subscriptions, format, enabled FROM endpoints
+         WHERE active = 1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(StoredEndpoint {
+            id: r.get(0)?,
+            source: r.get(1)?,
+            url: r.get(2)?,
+            secret: r.get(3)?,
+            subscriptions: r.get(4)?,
+            format: r.get(5)?,
+            enabled: r.get(6)?,
+        })
+    })?;
+    let mut endpoints = Vec::new();
+    for row in rows {
+        let row = row?;
+        let endpoint = match Source::parse(&row.source) {
+            Some(Source::Config) => match configured.iter().find(|e| e.id == row.id) {
+                Some(e) => Ok(Endpoint {
+                    enabled: row.enabled,
+                    ..e.clone()
+                }),
+                None => Err("it is no longer in the configuration".to_owned()),
+            },
+            Some(Source::Api) => row.api_endpoint(),
+            None => Err(format!("its source {:?} is unknown", row.source)),
+        };
+        match endpoint {
+            Ok(e) => endpoints.push(e),
+            Err(why) => {
+                tracing::error!(endpoint = %row.id, %why, "stored endpoint is invalid; skipped")
+            }
+        }
+    }
+    Ok(endpoints)
+}
+
+/// An `endpoints` row, as `load_endpoints` reads it.
+struct StoredEndpoint {
     id: String,
-    subscribed: Subscriptions,
-    /// Not disabled (by a 410, an operator or the health job): its deliveries may be sent.
+    source: String,
+    url: String,
+    secret: Option<String>,
+    subscriptions: Option<String>,
+    format: String,
     enabled: bool,
 }
 
-/// Reads the active endpoints and their subscriptions (a JSON list of patterns; NULL: all).
-fn load_fanout(conn: &Connection) -> rusqlite::Result<Vec<Fanout>> {
-    conn.prepare("SELECT id, subscriptions, enabled FROM endpoints WHERE active = 1 ORDER BY id")?
-        .query_map([], |r| {
-            let id: String = r.get(0)?;
-            let patterns: Option<String> = r.get(1)?;
-            Ok(Fanout {
-                subscribed: stored_subscriptions(&id, patterns.as_deref()),
-                enabled: r.get(2)?,
-                id,
-            })
-        })?
-        .collect()
+impl StoredEndpoint {
+    /// An endpoint created through the API: everything it is was checked before it was stored.
+    fn api_endpoint(&self) -> Result<Endpoint, String> {
+        let url = endpoint::parse_http_url(&self.url)?;
+        let format = endpoint::Format::parse(&self.format)?;
+        Ok(Endpoint {
+            id: self.id.clone(),
+            source: Source::Api,
+            destination: Destination::Http(HttpDestination {
+                url,
+                secrets: self.secret.iter().map(Secret::new).collect(),
+                auth: None,
+                format,
+            }),
+            subscriptions: stored_subscriptions(&self.id, self.subscriptions.as_deref()),
+            enabled: self.enabled,
+        })
+    }
 }
 
 /// Patterns were checked before they were stored; should one not parse now, the endpoint
 /// gets everything rather than silently missing notifications.
-pub(super) fn stored_subscriptions(endpoint: &str, json: Option<&str>) -> Subscriptions {
+fn stored_subscriptions(endpoint: &str, json: Option<&str>) -> Subscriptions {
     let Some(json) = json else {
         return Subscriptions::All;
     };
@@ -263,76 +367,51 @@ pub(super) fn stored_subscriptions(endpoint: &str, json: Option<&str>) -> Subscr
     })
 }
 
-/// Startup work on the write connection: record the configured endpoints.
-pub(super) fn prepare(
+/// Start-up work on the write connection: records the configured endpoints (those no longer
+/// configured stay listed, inactive) and reads back every active one.
+pub(super) fn sync_endpoints(
     conn: &mut Connection,
-    endpoints: &[(String, String)],
-    options: &ConfigEndpointOptions,
-) -> rusqlite::Result<Vec<ApiEndpoint>> {
+    configured: &[Endpoint],
+) -> rusqlite::Result<Vec<Endpoint>> {
     let now = now_ms();
     let tx = conn.transaction()?;
     tx.execute(
         "UPDATE endpoints SET active = 0 WHERE source = 'config'",
         [],
     )?;
-    for (id, url) in endpoints {
-        let o = options.get(id);
-        let patterns = o
-            .and_then(|o| o.subscriptions.as_ref())
-            .map(|p| serde_json::to_string(p).expect("strings serialize"));
-        let format = o
-            .map(|o| o.format.as_str())
-            .filter(|f| !f.is_empty())
-            .unwrap_or("gbds");
+    for e in configured {
+        let patterns = admin::stored_patterns(&e.subscriptions);
         tx.execute(
             "INSERT INTO endpoints (id, url, active, enabled, updated_at, subscriptions, format) VALUES (?1, ?2, 1, 1, ?3, ?4, ?5)
              ON CONFLICT(id) DO UPDATE SET url = excluded.url, active = 1, source = 'config', secret = NULL,
                                            updated_at = excluded.updated_at, subscriptions = excluded.subscriptions,
                                            format = excluded.format",
-            params![id, url, now, patterns, format],
+            params![e.id, e.shown_url(), now, patterns, e.format().as_str()],
         )?;
     }
-    // Leases live in the writer's memory, so a killed process's are gone with it; migration 6
-    // voided the last ones an older version wrote in the `leased` column.
-    let api: Vec<ApiEndpoint> = tx
-        .prepare(
-            "SELECT id, url, secret, format FROM endpoints WHERE source = 'api' AND active = 1",
-        )?
-        .query_map([], |r| {
-            Ok(ApiEndpoint {
-                id: r.get(0)?,
-                url: r.get(1)?,
-                secret: r
-                    .get::<_, Option<String>>(2)?
-                    .map(crate::config::Secret::new),
-                format: r.get(3)?,
-            })
-        })?
-        .collect::<Result<_, _>>()?;
+    let endpoints = load_endpoints(&tx, configured)?;
     tx.commit()?;
-    Ok(api)
+    Ok(endpoints)
 }
 
 pub(super) fn spawn(
     conn: Connection,
     mut commands: mpsc::Receiver<Command>,
-    options: StoreOptions,
+    mut options: StoreOptions,
+    publisher: Publisher,
     ready: Arc<Notify>,
     handoff: HandoffSender,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            let fanout = load_fanout(&conn).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot read the endpoint list");
-                Vec::new()
-            });
+            let endpoints = BatchEndpoints::new(publisher, std::mem::take(&mut options.endpoints));
             let synced_full = options.synchronous_full;
             let leases = Leases::new(options.delivery);
             let mut writer = Writer {
                 conn,
                 options,
-                fanout,
+                endpoints,
                 leases,
                 synced_full,
                 handoff,
@@ -446,6 +525,9 @@ impl Writer {
         };
         let woke = if commit_error.is_none() {
             self.claimed.clear();
+            // What the batch changed of the endpoints is on disk: the dispatcher sends by it
+            // from now on, before anything of the batch is handed out or answered.
+            self.endpoints.publish();
             // What the batch queued is on disk: hand it over now, before anyone is answered.
             self.hand_over(now) || woke
         } else {
@@ -461,6 +543,7 @@ impl Writer {
     /// Undoes what a pass that did not commit left in memory: the heads it would have handed
     /// over and the leases its claims took.
     fn forget_pass(&mut self) {
+        self.endpoints.forget();
         self.fresh.clear();
         self.promoted.clear();
         for id in self.claimed.drain(..) {
@@ -511,9 +594,10 @@ impl Writer {
             return true;
         }
         let enabled = self
-            .fanout
-            .iter()
-            .any(|e| e.id == d.endpoint_id && e.enabled);
+            .endpoints
+            .now()
+            .get(&d.endpoint_id)
+            .is_some_and(|e| e.endpoint.enabled);
         if !enabled || self.leases.room(&d.endpoint_id) == 0 {
             return false;
         }
@@ -561,6 +645,7 @@ impl Writer {
                 self.savepoint("SAVEPOINT command");
             }
             let marks = (self.fresh.len(), self.promoted.len(), self.claimed.len());
+            let endpoints_before = self.endpoints.changed.clone();
             let done = self.execute(command, now);
             if matches!(command, Command::Admin { .. }) {
                 // It may have changed an endpoint's health itself.
@@ -571,6 +656,7 @@ impl Writer {
                     self.savepoint("ROLLBACK TO command");
                     self.health_noted.clear();
                     // Its writes are undone; so is what it left in memory.
+                    self.endpoints.changed = endpoints_before;
                     self.fresh.truncate(marks.0);
                     self.promoted.truncate(marks.1);
                     for id in self.claimed.split_off(marks.2) {
@@ -656,17 +742,24 @@ impl Writer {
                 let outbox = admin::Outbox {
                     conn: &self.conn,
                     leases: &self.leases,
+                    endpoints: self.endpoints.now(),
                     now,
                 };
-                let r = admin::run(&outbox, op);
-                let ok = r.is_ok();
-                // Endpoint changes (and the health job's disabling) change where deliveries go.
-                if ok && !matches!(op, super::AdminOp::Retention { .. }) {
-                    match load_fanout(&self.conn) {
-                        Ok(f) => self.fanout = f,
-                        Err(e) => tracing::error!(error = %e, "cannot reload the endpoint list"),
+                let mut r = admin::run(&outbox, op);
+                // Where deliveries go changed: so does the registry, in the same transaction.
+                let changes_endpoints = matches!(
+                    op,
+                    AdminOp::CreateEndpoint(_)
+                        | AdminOp::UpdateEndpoint { .. }
+                        | AdminOp::DeleteEndpoint { .. }
+                        | AdminOp::DisableFailing { .. }
+                );
+                if r.is_ok() && changes_endpoints {
+                    if let Err(e) = self.endpoints.reload(&self.conn) {
+                        r = Err(e.into());
                     }
                 }
+                let ok = r.is_ok();
                 done(Outcome::Admin(r), ok, ok)
             }
             Command::Claim { limit, .. } => match self.claim(*limit, now) {
@@ -852,6 +945,7 @@ impl Writer {
             &request.input,
             self.options.update_label,
         )?;
+        let endpoints = self.endpoints.now().clone();
 
         self.conn
             .prepare_cached(ADVANCE_TRANSACTION)?
@@ -899,8 +993,8 @@ impl Writer {
                     now
                 ])?;
             let notification_id = self.conn.last_insert_rowid();
-            for endpoint in &self.fanout {
-                if !endpoint.subscribed.matches(operation, status) {
+            for endpoint in endpoints.iter().map(|e| &e.endpoint) {
+                if !endpoint.subscriptions.matches(operation, status) {
                     continue;
                 }
                 // Only the first pending notification of a (tguid, endpoint) may be sent.
@@ -958,10 +1052,11 @@ impl Writer {
         // Endpoints that are not disabled, starting at a different one each time so that none
         // is always served first.
         let enabled: Vec<String> = self
-            .fanout
+            .endpoints
+            .now()
             .iter()
-            .filter(|e| e.enabled)
-            .map(|e| e.id.clone())
+            .filter(|e| e.endpoint.enabled)
+            .map(|e| e.endpoint.id.clone())
             .collect();
         let start = if enabled.is_empty() {
             0
@@ -1180,7 +1275,7 @@ impl Writer {
                         )?
                         .execute(params![endpoint_id, now])?;
                     tracing::warn!(endpoint = %endpoint_id, "endpoint answered 410 Gone: disabled");
-                    self.fanout = load_fanout(&self.conn)?;
+                    self.endpoints.reload(&self.conn)?;
                 }
             }
         }
@@ -1229,18 +1324,17 @@ mod tests {
         let (handed, rx) = mpsc::unbounded_channel();
         let mut conn = Connection::open_in_memory().unwrap();
         schema::migrate(&mut conn).unwrap();
-        let endpoints = vec![("e".to_owned(), "http://127.0.0.1:9/".to_owned())];
-        prepare(&mut conn, &endpoints, &Default::default()).unwrap();
-        let fanout = load_fanout(&conn).unwrap();
+        let configured = vec![Endpoint::http("e", "http://127.0.0.1:9/".parse().unwrap())];
+        let endpoints = sync_endpoints(&mut conn, &configured).unwrap();
         let w = Writer {
             conn,
             options: StoreOptions {
                 synchronous_full: false,
                 update_label: UpdateLabel::Enroll,
-                endpoints,
+                endpoints: Vec::new(),
                 delivery: limits,
             },
-            fanout,
+            endpoints: BatchEndpoints::new(Publisher::new(endpoints), configured),
             leases: Leases::new(limits),
             synced_full: false,
             handoff: HandoffSender {
@@ -1688,5 +1782,132 @@ mod tests {
             vec!["tg-ok"],
             "only the committed command's head went out"
         );
+    }
+
+    fn create_endpoint(id: &str) -> (Command, oneshot::Receiver<Result<AdminDone, WriteError>>) {
+        let (reply, rx) = oneshot::channel();
+        let endpoint = Endpoint {
+            source: Source::Api,
+            ..Endpoint::http(id, "http://127.0.0.1:9/created".parse().unwrap())
+        };
+        let op = AdminOp::CreateEndpoint(Box::new(endpoint));
+        (Command::Admin { op, reply }, rx)
+    }
+
+    #[test]
+    fn an_endpoint_created_in_a_batch_fans_out_at_once_and_is_published_with_the_commit() {
+        let (mut w, mut handed) = handing_over(DeliveryLimits::default());
+        let registry = w.endpoints.publisher.registry();
+        w.run_batch(&mut vec![register("tg-a").0, register("tg-b").0]);
+        let (create, created) = create_endpoint("new");
+        let (mut more, asked) = joins(vec![enrolled("tg-b").0]);
+        let mut before_commit = None;
+        w.run_batch_joining(&mut vec![create, enrolled("tg-a").0], &mut |batch| {
+            before_commit.get_or_insert(registry.get("new").is_some());
+            more(batch)
+        });
+        assert!(asked.get() > 0);
+        assert_eq!(
+            before_commit,
+            Some(false),
+            "not published before the commit"
+        );
+        assert!(created.blocking_recv().unwrap().is_ok());
+        assert!(registry.get("new").is_some(), "published with the commit");
+        let mut out: Vec<(String, String)> = std::iter::from_fn(|| handed.try_recv().ok())
+            .map(|d| (d.tguid, d.endpoint_id))
+            .collect();
+        out.sort();
+        let pair = |t: &str, e: &str| (t.to_owned(), e.to_owned());
+        assert_eq!(
+            out,
+            [
+                pair("tg-a", "e"),
+                pair("tg-a", "new"),
+                pair("tg-b", "e"),
+                pair("tg-b", "new")
+            ],
+            "commands after the creation, joined ones too, fan out to it"
+        );
+    }
+
+    #[test]
+    fn an_endpoint_change_that_is_undone_never_reaches_the_registry() {
+        let (mut w, mut handed) = handing_over(DeliveryLimits::default());
+        let registry = w.endpoints.publisher.registry();
+        w.run_batch(&mut vec![register("tg").0]);
+        w.conn
+            .execute_batch(
+                "CREATE TRIGGER refuse AFTER UPDATE OF url ON endpoints WHEN NEW.id = 'doomed'
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+            )
+            .unwrap();
+        // Created, then changed: its format is written, then its url fails.
+        let (create, created) = create_endpoint("doomed");
+        w.run_batch(&mut vec![create]);
+        assert!(created.blocking_recv().unwrap().is_ok());
+        let (reply, changed) = oneshot::channel();
+        let change = endpoint::Change {
+            format: Some(endpoint::Format::CloudEvents),
+            url: Some("http://127.0.0.1:9/moved".parse().unwrap()),
+            ..Default::default()
+        };
+        let update = Command::Admin {
+            op: AdminOp::UpdateEndpoint {
+                id: "doomed".into(),
+                change: Box::new(change),
+            },
+            reply,
+        };
+        w.run_batch(&mut vec![update, enrolled("tg").0]);
+        assert!(changed.blocking_recv().unwrap().is_err());
+        let doomed = registry.get("doomed").unwrap();
+        assert_eq!(doomed.endpoint.shown_url(), "http://127.0.0.1:9/created");
+        assert_eq!(doomed.endpoint.format(), endpoint::Format::Gbds);
+        assert_eq!(
+            std::iter::from_fn(|| handed.try_recv().ok()).count(),
+            2,
+            "the event still fans out to both endpoints"
+        );
+    }
+
+    #[test]
+    fn a_410_undone_with_the_results_it_came_with_leaves_the_endpoint_enabled_everywhere() {
+        let (mut w, mut handed) = handing_over(DeliveryLimits::default());
+        let registry = w.endpoints.publisher.registry();
+        w.run_batch(&mut vec![register("tg-a").0, register("tg-b").0]);
+        w.run_batch(&mut vec![enrolled("tg-a").0, enrolled("tg-b").0]);
+        let ids: Vec<i64> = std::iter::from_fn(|| handed.try_recv().ok())
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(ids.len(), 2);
+        w.conn
+            .execute_batch(&format!(
+                "CREATE TRIGGER boom AFTER UPDATE OF status ON deliveries WHEN NEW.id = {}
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
+                ids[1]
+            ))
+            .unwrap();
+        let results = Command::Complete {
+            completions: vec![
+                Completion::Gone {
+                    id: ids[0],
+                    endpoint_id: "e".into(),
+                },
+                Completion::Delivered {
+                    id: ids[1],
+                    http_status: 200,
+                },
+            ],
+        };
+        w.run_batch(&mut vec![results]);
+        assert_eq!(
+            count(
+                &w,
+                "SELECT count(*) FROM endpoints WHERE id = 'e' AND enabled = 1"
+            ),
+            1
+        );
+        assert!(registry.get("e").unwrap().endpoint.enabled);
     }
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use gbds_notifier::domain::{
     Decision, Input, Operation, Outcome, Tguid, Treatment, Uguid, UpdateLabel,
 };
+use gbds_notifier::endpoint::Endpoint;
 use gbds_notifier::store::{InputRequest, Store, StoreOptions, WriteError};
 use proptest::prelude::*;
 
@@ -199,7 +200,7 @@ async fn check(script: Vec<(usize, Action)>) -> Result<(), TestCaseError> {
         StoreOptions {
             synchronous_full: false,
             update_label: UpdateLabel::Enroll,
-            endpoints: vec![("e".into(), "http://127.0.0.1:9/".into())],
+            endpoints: vec![Endpoint::http("e", "http://127.0.0.1:9/".parse().unwrap())],
             delivery: Default::default(),
         },
     )

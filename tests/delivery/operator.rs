@@ -285,6 +285,7 @@ async fn retention_deletes_delivered_final_transactions_and_keeps_everything_und
 async fn an_endpoint_failing_longer_than_disable_after_is_disabled_and_a_success_clears_its_failing_time(
 ) {
     use gbds_notifier::domain::{Input, Operation, Outcome, Tguid, UpdateLabel};
+    use gbds_notifier::endpoint::Endpoint;
     use gbds_notifier::store::{Completion, InputRequest, Store, StoreOptions};
 
     let dir = tempfile::tempdir().unwrap();
@@ -293,7 +294,7 @@ async fn an_endpoint_failing_longer_than_disable_after_is_disabled_and_a_success
         StoreOptions {
             synchronous_full: false,
             update_label: UpdateLabel::Enroll,
-            endpoints: vec![("e".into(), "http://127.0.0.1:9/".into())],
+            endpoints: vec![Endpoint::http("e", "http://127.0.0.1:9/".parse().unwrap())],
             delivery: Default::default(),
         },
     )
