@@ -5,6 +5,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::endpoints::stored_patterns;
 use super::leases::Leases;
 use super::{AdminDone, AdminOp, WriteError};
 use crate::domain::Subscriptions;
@@ -263,13 +264,6 @@ fn endpoint_options(
             .execute(params![id, format.as_str(), now])?;
     }
     Ok(())
-}
-
-/// Subscriptions as the `endpoints` table keeps them: a JSON list of patterns, NULL for all.
-pub(super) fn stored_patterns(subscriptions: &Subscriptions) -> Option<String> {
-    subscriptions
-        .patterns()
-        .map(|p| serde_json::to_string(&p).expect("strings serialize"))
 }
 
 fn create_endpoint(conn: &Connection, e: &Endpoint, now: i64) -> Result<AdminDone, WriteError> {
