@@ -15,6 +15,8 @@
 //! [`run`] wires them together on a listener the caller opened, until `shutdown` resolves.
 
 pub mod api;
+#[cfg(test)]
+mod architecture_tests;
 pub mod bench;
 pub mod clock;
 pub mod config;

@@ -1,3 +1,5 @@
+//! The endpoint checks, each against what it must accept and refuse.
+
 use super::*;
 
 #[test]

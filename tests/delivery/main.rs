@@ -1,5 +1,6 @@
-//! Delivery under faults, operator actions, crash recovery and a model check of the state
-//! machine through the store (issue: delivery that never loses, reorders or floods).
+//! Delivery under faults, operator actions, endpoints changed while notifications flow, crash
+//! recovery and a model check of the state machine through the store: delivery never loses,
+//! reorders or floods.
 
 #[path = "../common/mod.rs"]
 #[allow(dead_code)]
