@@ -17,7 +17,6 @@
 pub mod api;
 #[cfg(test)]
 mod architecture_tests;
-pub mod bench;
 pub mod clock;
 pub mod config;
 pub mod delivery;
@@ -28,8 +27,6 @@ pub mod receiver;
 pub mod secret;
 pub mod states;
 pub mod store;
-#[cfg(test)]
-mod test_http;
 
 use std::future::Future;
 use std::sync::Arc;

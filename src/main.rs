@@ -42,9 +42,6 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         status: u16,
     },
-    /// Load generator and null baselines (issue 5): drives the realistic mix through the REST
-    /// API and prints throughput, latency, CPU, memory and database size; see BENCHMARKS.md.
-    Bench(Box<gbds_notifier::bench::BenchArgs>),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,7 +106,6 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?
                 .block_on(gbds_notifier::receiver::serve(listen, secret, status))
         }
-        Command::Bench(args) => gbds_notifier::bench::main(*args),
     }
 }
 

@@ -251,8 +251,32 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    /// Reads from `s` until `buffered` holds one whole request (its head, then content-length
+    /// bytes), and removes that request from `buffered`. False when the peer closed first.
+    async fn next_request(s: &mut TcpStream, buffered: &mut Vec<u8>) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buffered.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buffered[..end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map(|v| v.trim().parse().expect("a numeric content-length"))
+                    .unwrap_or(0);
+                if buffered.len() >= end + 4 + len {
+                    buffered.drain(..end + 4 + len);
+                    return true;
+                }
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buffered.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
 
     /// A server answering each request with `answer(n)` (n counts requests), closing the
     /// connection after it when `close(n)`; counts the connections it accepted.
@@ -273,7 +297,7 @@ mod tests {
                 let requests = requests.clone();
                 tokio::spawn(async move {
                     let mut seen = Vec::new();
-                    while crate::test_http::next_request(&mut s, &mut seen).await {
+                    while next_request(&mut s, &mut seen).await {
                         let i = requests.fetch_add(1, Ordering::SeqCst);
                         s.write_all(answer(i).as_bytes()).await.unwrap();
                         if close(i) {

@@ -19,17 +19,6 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::domain::{Input, Operation, Refusal, State, Tguid};
 use crate::endpoint::{self, Endpoint, Publisher, Registry};
 
-/// The schema and the writer's hot-path statements, for the benchmark's disk ceiling, which
-/// must write exactly what the writer writes.
-pub(crate) mod statements {
-    pub(crate) use super::schema::migrate;
-    pub(crate) use super::sql::{
-        ADVANCE_TRANSACTION, DELIVERY_IS_HEAD, FINISH_DELIVERY, INSERT_DELIVERY,
-        INSERT_NOTIFICATION, INSERT_TRANSACTION, INSERT_TRANSITION, MAKE_READY, NEXT_PENDING,
-        PENDING_DELIVERY, TRANSACTION_BY_TGUID,
-    };
-}
-
 pub use reader::{
     DeliveryFilter, DeliveryListRow, DeliveryRow, EndpointRow, FeedFilter, FeedRow,
     NotificationRow, Readers, TransactionDetail, TransactionPage, TransitionRow,

@@ -1,18 +1,25 @@
-//! The integration tests: one binary (as in svix-server's `tests/it`), one module per concern.
+//! The integration tests: one binary, one harness, one module per area. Every test runs the
+//! real service (in this process on port 0 with its own database, or the real binary as a
+//! child process) against real receiving servers.
 //!
-//! - `harness`: the service in-process or as a child process, a recording receiver, a client.
+//! - `harness`: the service, the recording receiver, the REST client, the document
+//!   scenarios, RabbitMQ and database helpers.
 //! - `scenarios`: every flow of the GBDS document, byte for byte, from `fixtures/scenarios`.
-//! - `refusals`: every 4xx of CONTRACT §4 changes nothing and sends nothing; the review queue.
-//! - `delivery`: retries, webhook-ids, the success rule, 410 Gone and signatures.
-//! - `restart`: the real binary killed (SIGKILL) or stopped (SIGTERM) with deliveries owed.
+//! - `refusals`: every 4xx of CONTRACT §4 changes nothing and sends nothing, as tables; the
+//!   review queue.
 //! - `states`: the generated `states/` directory is up to date.
+//! - `delivery`: retries, the success rule, 410 Gone and signatures; receivers failing in
+//!   every way; operator actions; the real binary killed (SIGKILL) or stopped (SIGTERM) with
+//!   deliveries owed; a model check of CONTRACT §2 through the store.
+//! - `integrations`: subscriptions, the pull feed, CloudEvents and RabbitMQ, with snapshots
+//!   of every document scenario's renderings.
+//! - `security`: signatures during a secret rotation, authentication towards endpoints, the
+//!   API's tokens and roles, hostile clients, and property-based fuzzing.
 
-#[path = "../common/mod.rs"]
-#[allow(dead_code)]
-mod common;
 mod delivery;
 mod harness;
+mod integrations;
 mod refusals;
-mod restart;
 mod scenarios;
+mod security;
 mod states;

@@ -3,90 +3,20 @@
 //! order, and nothing else. Each received sequence is also snapshotted for a person to compare
 //! with the Spanish document.
 
-use std::path::PathBuf;
-
-use serde::Deserialize;
 use serde_json::Value;
 
-use crate::harness::{spawn_app, Received};
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Fixture {
-    name: String,
-    document_section: String,
-    #[serde(default)]
-    note: Option<String>,
-    operation: String,
-    /// Settings merged over the test configuration, as a JSON image of the TOML tables.
-    #[serde(default)]
-    config: Option<Value>,
-    steps: Vec<Step>,
-    expect: Vec<String>,
-    final_state: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Step {
-    call: Call,
-    body: Value,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Call {
-    Event,
-    Review,
-    Treatment,
-}
-
-fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/scenarios")
-}
-
-fn load(name: &str) -> Fixture {
-    let path = fixtures_dir().join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let fixture: Fixture = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{} does not fit fixtures/README.md: {e}", path.display()));
-    assert_eq!(
-        fixture.name,
-        name,
-        "{}: name differs from the file name",
-        path.display()
-    );
-    fixture
-}
-
-/// A JSON object of settings as TOML text (`{"notifications": {"update_operation": "UPDATE"}}`).
-fn config_fragment(config: Option<&Value>) -> String {
-    match config {
-        None => String::new(),
-        Some(v) => {
-            let table: toml::Table = toml::Table::try_from(v)
-                .unwrap_or_else(|e| panic!("fixture config is not a table of settings: {e}"));
-            toml::to_string(&table).expect("a TOML table serializes")
-        }
-    }
-}
+use crate::harness::{spawn_app, Received, Scenario};
 
 async fn run(name: &str) {
-    let fixture = load(name);
-    let app = spawn_app(&config_fragment(fixture.config.as_ref())).await;
+    let fixture = Scenario::named(name);
+    let app = spawn_app(&fixture.config_toml()).await;
     let tguid = format!("tg-{name}");
 
     let created = app.api.register(&tguid, &fixture.operation).await.ok(201);
     assert_eq!(created["state"], "PROCESSING");
     let mut steps_shown = Vec::new();
     for step in &fixture.steps {
-        let answer = match step.call {
-            Call::Event => app.api.event(&tguid, step.body.clone()).await,
-            Call::Review => app.api.review(&tguid, step.body.clone()).await,
-            Call::Treatment => app.api.treatment(&tguid, step.body.clone()).await,
-        };
-        let reply = answer.ok(200);
+        let reply = step.send(&app.api, &tguid).await.ok(200);
         steps_shown.push(format!(
             "{:<9} {} -> {}",
             format!("{:?}", step.call).to_lowercase(),
@@ -95,11 +25,7 @@ async fn run(name: &str) {
         ));
     }
 
-    let expected: Vec<String> = fixture
-        .expect
-        .iter()
-        .map(|e| e.replace("<tguid>", &tguid))
-        .collect();
+    let expected: Vec<String> = fixture.expected(&tguid);
     app.receiver
         .wait_until(&format!("{} notification(s)", expected.len()), |all| {
             all.len() >= expected.len()
@@ -114,7 +40,7 @@ async fn run(name: &str) {
 
     let mut ids = Vec::new();
     for r in &received {
-        assert_eq!(r.answered, 200);
+        assert_eq!(r.status, 200);
         assert_eq!(
             r.header("content-type"),
             Some("application/json"),
@@ -231,18 +157,7 @@ document_scenarios! {
 
 #[test]
 fn every_fixture_file_has_a_test_and_every_test_a_fixture() {
-    let mut files: Vec<String> = std::fs::read_dir(fixtures_dir())
-        .expect("fixtures/scenarios exists")
-        .map(|e| e.expect("a directory entry").path())
-        .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| {
-            p.file_stem()
-                .expect("a file name")
-                .to_string_lossy()
-                .into_owned()
-        })
-        .collect();
-    files.sort();
+    let files = Scenario::names();
     let mut covered: Vec<String> = COVERED.iter().map(|s| s.to_string()).collect();
     covered.sort();
     assert_eq!(
@@ -250,7 +165,7 @@ fn every_fixture_file_has_a_test_and_every_test_a_fixture() {
         "add a line to document_scenarios! in tests/it/scenarios.rs for each new fixture"
     );
     for name in COVERED {
-        let f = load(name);
+        let f = Scenario::named(name);
         assert!(!f.expect.is_empty(), "{name}: expects nothing");
         for e in &f.expect {
             assert_eq!(
@@ -269,7 +184,10 @@ fn every_fixture_file_has_a_test_and_every_test_a_fixture() {
 
 #[test]
 fn the_fixtures_cover_every_section_of_the_document() {
-    let sections: Vec<String> = COVERED.iter().map(|n| load(n).document_section).collect();
+    let sections: Vec<String> = COVERED
+        .iter()
+        .map(|n| Scenario::named(n).document_section)
+        .collect();
     for wanted in [
         "Transacción Aceptada",
         "Transacción Enviada para Revisión Manual",
