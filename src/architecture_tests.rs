@@ -435,6 +435,23 @@ fn product_code(module: &[&str]) -> Vec<(PathBuf, Code)> {
         .collect()
 }
 
+/// Fails on the first of `words` in the product code of `module`, naming where.
+fn assert_no_word_in(module: &[&str], words: &[&str]) {
+    let code = product_code(module);
+    assert!(!code.is_empty(), "no code under {module:?}");
+    for (file, c) in &code {
+        for word in words {
+            assert!(
+                !c.text.contains(word),
+                "{}:{} uses {word}: {}",
+                file.display(),
+                c.line,
+                c.text
+            );
+        }
+    }
+}
+
 #[test]
 fn domain_does_no_io_reads_no_clock_and_reaches_nothing_outside_itself() {
     let forbidden = [
@@ -450,19 +467,7 @@ fn domain_does_no_io_reads_no_clock_and_reaches_nothing_outside_itself() {
         "Instant",
         "fastrand",
     ];
-    let code = product_code(&["domain"]);
-    assert!(!code.is_empty());
-    for (file, c) in &code {
-        for word in forbidden {
-            assert!(
-                !c.text.contains(word),
-                "{}:{} uses {word}: {}",
-                file.display(),
-                c.line,
-                c.text
-            );
-        }
-    }
+    assert_no_word_in(&["domain"], &forbidden);
     let outside: Vec<String> = sources()
         .iter()
         .filter(|s| s.path.first().is_some_and(|m| m == "domain"))
@@ -497,19 +502,10 @@ fn step_has_no_wildcard_arm() {
 
 #[test]
 fn the_writer_never_awaits_and_does_no_network_io() {
-    let code = product_code(&["store", "writer"]);
-    assert!(!code.is_empty());
-    for (file, c) in &code {
-        for word in [".await", "async ", "reqwest", "hyper", "lapin"] {
-            assert!(
-                !c.text.contains(word),
-                "{}:{} {word}: {}",
-                file.display(),
-                c.line,
-                c.text
-            );
-        }
-    }
+    assert_no_word_in(
+        &["store", "writer"],
+        &[".await", "async ", "reqwest", "hyper", "lapin"],
+    );
 }
 
 #[test]
