@@ -9,6 +9,7 @@
 //! - [`delivery`]: the dispatcher that claims, signs, POSTs and retries deliveries.
 //! - [`api`]: the REST API on axum.
 //! - [`console`]: the review console, a page for reviewers and operators over that API.
+//! - [`health`]: readiness, the conditions each part reports.
 //! - [`jobs`]: scheduled retention and endpoint-health jobs.
 //! - [`states`]: renders the state machine as Markdown and Mermaid for `states/`.
 //! - [`receiver`]: a development receiver that prints notifications and checks signatures.
@@ -24,6 +25,7 @@ pub mod console;
 pub mod delivery;
 pub mod domain;
 pub mod endpoint;
+pub mod health;
 pub mod jobs;
 pub mod receiver;
 pub mod secret;

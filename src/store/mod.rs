@@ -54,6 +54,10 @@ pub enum WriteError {
     /// An operator action that does not fit the current state of what it acts on.
     #[error("{0}")]
     Conflict(String),
+    /// The store cannot take writes for now (no space, its file gone, its server down); the
+    /// caller may try again later. Nothing was written.
+    #[error("the store cannot take writes now: {0}")]
+    Unavailable(String),
     #[error("storage error: {0}")]
     Internal(String),
 }
