@@ -2,11 +2,15 @@
 //!
 //! - [`domain`]: the pure state machine (operations, states, inputs, notification bodies).
 //! - [`config`]: defaults → TOML file → `GBDS_*` environment, validated into [`config::Settings`].
+//! - [`endpoint`]: the one `Endpoint` type, its checks, and the registry the writer keeps in
+//!   step with the database and the dispatcher sends by.
+//! - [`secret`]: `Secret`, a value that never shows itself.
 //! - [`store`]: SQLite; one group-committing writer thread, pooled readers, the outbox.
 //! - [`delivery`]: the dispatcher that claims, signs, POSTs and retries deliveries.
 //! - [`api`]: the REST API on axum.
 //! - [`console`]: the review console, a page for reviewers and operators over that API.
 //! - [`inbound`]: the consumer of back-office outcomes over RabbitMQ (`[amqp] inbound_queue`).
+//! - [`health`]: readiness, the conditions each part reports.
 //! - [`jobs`]: scheduled retention and endpoint-health jobs.
 //! - [`states`]: renders the state machine as Markdown and Mermaid for `states/`.
 //! - [`receiver`]: a development receiver that prints notifications and checks signatures.
@@ -14,14 +18,19 @@
 //! [`run`] wires them together on a listener the caller opened, until `shutdown` resolves.
 
 pub mod api;
+#[cfg(test)]
+mod architecture_tests;
 pub mod clock;
 pub mod config;
 pub mod console;
 pub mod delivery;
 pub mod domain;
+pub mod endpoint;
+pub mod health;
 pub mod inbound;
 pub mod jobs;
 pub mod receiver;
+pub mod secret;
 pub mod states;
 pub mod store;
 
@@ -33,6 +42,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Settings;
+use crate::endpoint::Destination;
 use crate::store::{Store, StoreOptions};
 
 /// How long in-flight POSTs may run on after shutdown was asked for.
@@ -64,66 +74,22 @@ pub async fn run(
             "NO API TOKENS CONFIGURED: the REST API is open to every local process; set [api] tokens"
         );
     }
-    let mut options = StoreOptions {
+    let options = StoreOptions {
         synchronous_full: settings.store.synchronous_full,
         update_label: settings.update_label,
-        endpoints: settings
-            .endpoints
-            .iter()
-            .map(|e| (e.id.clone(), e.url.to_string()))
-            .collect(),
+        endpoints: settings.endpoints.clone(),
         delivery: (&settings.delivery).into(),
     };
-    let mut endpoint_options: store::ConfigEndpointOptions = settings
-        .endpoints
-        .iter()
-        .map(|e| {
-            let o = store::EndpointOptions {
-                subscriptions: e.subscriptions.patterns(),
-                format: e.format.as_str().to_owned(),
-            };
-            (e.id.clone(), o)
-        })
-        .collect();
-    // The RabbitMQ sink is an endpoint like the others: same outbox, retries and dead letters.
-    if let Some(a) = &settings.amqp {
-        let url = delivery::amqp::redact_url(a.url.expose());
-        options.endpoints.push((a.id.clone(), url));
-        let o = store::EndpointOptions {
-            subscriptions: a.subscriptions.patterns(),
-            format: "gbds".to_owned(),
-        };
-        endpoint_options.insert(a.id.clone(), o);
-    }
     let path = settings.store.sqlite_path.clone();
-    let store::Opened {
-        store,
-        writer,
-        api_endpoints,
-    } = tokio::task::spawn_blocking(move || Store::open_with(&path, options, &endpoint_options))
-        .await??;
-
-    let targets = delivery::Targets::new(&settings.endpoints, &settings.delivery);
-    if let Some(a) = &settings.amqp {
-        targets.add_amqp(a);
-        tracing::info!(endpoint = %a.id, url = %delivery::amqp::redact_url(a.url.expose()), exchange = %a.exchange, "publishing to RabbitMQ");
-    }
-    for e in &api_endpoints {
-        let endpoint = config::EndpointSettings::runtime(&e.id, &e.url, e.secret.clone()).and_then(
-            |mut endpoint| {
-                endpoint.format = delivery::cloudevents::Format::parse(&e.format)?;
-                Ok(endpoint)
-            },
-        );
-        match endpoint {
-            Ok(endpoint) => targets.upsert(&endpoint),
-            Err(why) => {
-                tracing::error!(endpoint = %e.id, %why, "stored endpoint is invalid; skipped")
-            }
+    let store::Opened { store, writer } =
+        tokio::task::spawn_blocking(move || Store::open(&path, options)).await??;
+    for e in &settings.endpoints {
+        if let Destination::Amqp(a) = &e.destination {
+            tracing::info!(endpoint = %e.id, url = %e.shown_url(), exchange = %a.exchange, "publishing to RabbitMQ");
         }
     }
-    let dispatcher =
-        delivery::Dispatcher::new(store.clone(), targets.clone(), settings.delivery.clone())?;
+
+    let dispatcher = delivery::Dispatcher::new(store.clone(), settings.delivery.clone())?;
     let mut scheduler = jobs::start(&settings, &store).await?;
     let (stop, stopped) = watch::channel(false);
     let dispatching = tokio::spawn(dispatcher.run(stopped, SHUTDOWN_GRACE));
@@ -136,7 +102,6 @@ pub async fn run(
 
     let app = api::router(api::AppState {
         store: store.clone(),
-        targets: targets.clone(),
         auth: Arc::new(api::Auth::new(settings.api.tokens.clone())),
     });
     tracing::info!(listen = %listener.local_addr()?, db = %settings.store.sqlite_path.display(), endpoints = settings.endpoints.len(), "gbds-notifier serving");

@@ -58,7 +58,7 @@ pub async fn store_ceiling(
     let options = StoreOptions {
         synchronous_full: settings.store.synchronous_full,
         update_label: settings.update_label,
-        endpoints: vec![(endpoint.id.clone(), endpoint.url.to_string())],
+        endpoints: vec![endpoint.clone()],
         delivery: (&settings.delivery).into(),
     };
     let db = config.db.clone();

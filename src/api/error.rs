@@ -9,6 +9,9 @@ use serde::Serialize;
 use crate::domain::IdError;
 use crate::store::WriteError;
 
+/// What a 503 asks the caller to wait before trying again.
+const RETRY_AFTER_SECONDS: &str = "5";
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -52,6 +55,14 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+    /// 503 `store_unavailable`: nothing was written, and the same call may succeed later.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            message,
+        )
+    }
     pub fn internal(what: impl std::fmt::Display) -> Self {
         tracing::error!(error = %what, "internal error");
         Self::new(
@@ -87,6 +98,7 @@ impl From<WriteError> for ApiError {
             }
             WriteError::Missing(_) => ApiError::not_found(message),
             WriteError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            WriteError::Unavailable(_) => ApiError::unavailable(message),
             WriteError::Internal(_) => ApiError::internal(message),
         }
     }
@@ -98,6 +110,43 @@ impl IntoResponse for ApiError {
             error: self.code,
             message: &self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Long enough for a disk to be freed or a database to fail over, short enough
+            // that a client's retry soon finds the store back.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_that_cannot_take_writes_is_a_503_store_unavailable_with_retry_after() {
+        let response = ApiError::from(WriteError::Unavailable("no space left on device".into()))
+            .into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response.headers().get(axum::http::header::RETRY_AFTER),
+            Some(&axum::http::HeaderValue::from_static(RETRY_AFTER_SECONDS))
+        );
+        let error = ApiError::from(WriteError::Unavailable("x".into()));
+        assert_eq!(error.code, "store_unavailable");
+    }
+
+    #[test]
+    fn other_errors_carry_no_retry_after() {
+        let response = ApiError::from(WriteError::NotFound("tg".into())).into_response();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert!(response
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .is_none());
     }
 }

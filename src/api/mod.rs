@@ -26,8 +26,6 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    /// Where deliveries go; updated when endpoints are managed through the API.
-    pub targets: crate::delivery::Targets,
     pub auth: Arc<Auth>,
 }
 

@@ -14,9 +14,10 @@ use super::error::ApiError;
 use super::request::{page_cursor, page_limit, parse_json, query_keys, read_body};
 use super::AppState;
 use crate::clock::rfc3339;
-use crate::config::{EndpointSettings, Role, Secret};
-use crate::delivery::cloudevents::Format;
+use crate::config::Role;
 use crate::domain::{Subscriptions, Tguid};
+use crate::endpoint::{self, Destination, Endpoint, Format, HttpDestination, Source};
+use crate::secret::Secret;
 use crate::store::{AdminOp, DeliveryFilter, DeliveryRow, EndpointRow};
 
 pub fn router() -> Router<AppState> {
@@ -312,6 +313,43 @@ fn checked_format(format: &str) -> Result<Format, ApiError> {
     Format::parse(format).map_err(|why| ApiError::invalid(format!("format: {why}")))
 }
 
+/// A `secret`, checked: a 422 says what is wrong with it, never what it is.
+fn checked_secret(secret: &Secret) -> Result<(), ApiError> {
+    endpoint::check_secret(secret.expose())
+        .map_err(|why| ApiError::invalid(format!("secret: {why}")))
+}
+
+impl CreateEndpoint {
+    /// The endpoint asked for, checked by the same rules as the configuration file's.
+    fn into_endpoint(self) -> Result<Endpoint, ApiError> {
+        endpoint::check_id(&self.id).map_err(ApiError::invalid)?;
+        let url = endpoint::check_url(&self.url).map_err(ApiError::invalid)?;
+        if let Some(secret) = &self.secret {
+            checked_secret(secret)?;
+        }
+        let subscriptions = match &self.subscriptions {
+            Some(list) => checked_subscriptions(list)?,
+            None => Subscriptions::All,
+        };
+        let format = match &self.format {
+            Some(format) => checked_format(format)?,
+            None => Format::Gbds,
+        };
+        Ok(Endpoint {
+            id: self.id,
+            source: Source::Api,
+            destination: Destination::Http(HttpDestination {
+                url,
+                secrets: self.secret.into_iter().collect(),
+                auth: None,
+                format,
+            }),
+            subscriptions,
+            enabled: true,
+        })
+    }
+}
+
 async fn create_endpoint(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -319,28 +357,13 @@ async fn create_endpoint(
 ) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
     app.auth.check(&headers, ADMINS)?;
     let req: CreateEndpoint = parse_json(&read_body(body).await?)?;
-    let mut endpoint = EndpointSettings::runtime(&req.id, &req.url, req.secret.clone())
-        .map_err(ApiError::invalid)?;
-    if let Some(list) = &req.subscriptions {
-        endpoint.subscriptions = checked_subscriptions(list)?;
-    }
-    if let Some(format) = &req.format {
-        endpoint.format = checked_format(format)?;
-    }
+    let endpoint = req.into_endpoint()?;
+    let id = endpoint.id.clone();
+    // Answered after the commit that added it to the database and to the registry.
     app.store
-        .admin(AdminOp::CreateEndpoint {
-            id: req.id.clone(),
-            url: endpoint.url.to_string(),
-            secret: req.secret,
-            subscriptions: endpoint.subscriptions.patterns(),
-            format: endpoint.format.as_str().to_owned(),
-        })
+        .admin(AdminOp::CreateEndpoint(Box::new(endpoint)))
         .await?;
-    app.targets.upsert(&endpoint);
-    Ok((
-        StatusCode::CREATED,
-        Json(endpoint_by_id(&app, &req.id).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(endpoint_by_id(&app, &id).await?)))
 }
 
 #[derive(Deserialize)]
@@ -366,6 +389,35 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+impl UpdateEndpoint {
+    /// The change asked for to endpoint `id`, each field checked as at its creation.
+    fn into_change(self, id: &str) -> Result<endpoint::Change, ApiError> {
+        let url = match &self.url {
+            Some(url) => {
+                endpoint::check_id(id).map_err(ApiError::invalid)?;
+                Some(endpoint::check_url(url).map_err(ApiError::invalid)?)
+            }
+            None => None,
+        };
+        if let Some(Some(secret)) = &self.secret {
+            checked_secret(secret)?;
+        }
+        let subscriptions = match &self.subscriptions {
+            Some(Some(list)) => Some(checked_subscriptions(list)?),
+            Some(None) => Some(Subscriptions::All),
+            None => None,
+        };
+        let format = self.format.as_deref().map(checked_format).transpose()?;
+        Ok(endpoint::Change {
+            url,
+            secret: self.secret,
+            enabled: self.enabled,
+            subscriptions,
+            format,
+        })
+    }
+}
+
 async fn update_endpoint(
     State(app): State<AppState>,
     Path(id): Path<String>,
@@ -374,40 +426,16 @@ async fn update_endpoint(
 ) -> Result<Json<EndpointOut>, ApiError> {
     app.auth.check(&headers, ADMINS)?;
     let req: UpdateEndpoint = parse_json(&read_body(body).await?)?;
-    if let Some(url) = &req.url {
-        EndpointSettings::runtime(&id, url, None).map_err(ApiError::invalid)?;
-    }
-    if let Some(Some(secret)) = &req.secret {
-        crate::delivery::signing::check_secret(secret.expose())
-            .map_err(|why| ApiError::invalid(format!("secret: {why}")))?;
-    }
-    let subscriptions = match &req.subscriptions {
-        Some(Some(list)) => Some(checked_subscriptions(list)?.patterns()),
-        Some(None) => Some(None),
-        None => None,
-    };
-    if let Some(format) = &req.format {
-        checked_format(format)?;
-    }
-    let done = app
-        .store
+    let change = req.into_change(&id)?;
+    // Answered after the commit that changed the database and the registry alike: the next
+    // delivery goes by the change.
+    app.store
         .admin(AdminOp::UpdateEndpoint {
             id: id.clone(),
-            url: req.url,
-            secret: req.secret,
-            enabled: req.enabled,
-            subscriptions,
-            format: req.format,
+            change: Box::new(change),
         })
         .await?;
-    let out = endpoint_by_id(&app, &id).await?;
-    if let Some((url, secret)) = done.endpoint {
-        let mut endpoint =
-            EndpointSettings::runtime(&id, &url, secret).map_err(ApiError::internal)?;
-        endpoint.format = Format::parse(&out.format).map_err(ApiError::internal)?;
-        app.targets.upsert(&endpoint);
-    }
-    Ok(Json(out))
+    Ok(Json(endpoint_by_id(&app, &id).await?))
 }
 
 async fn delete_endpoint(
@@ -416,10 +444,6 @@ async fn delete_endpoint(
     headers: HeaderMap,
 ) -> Result<Json<Affected>, ApiError> {
     app.auth.check(&headers, ADMINS)?;
-    let done = app
-        .store
-        .admin(AdminOp::DeleteEndpoint { id: id.clone() })
-        .await?;
-    app.targets.remove(&id);
+    let done = app.store.admin(AdminOp::DeleteEndpoint { id }).await?;
     Ok(done.into())
 }

@@ -12,13 +12,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProper
 use tokio::sync::Mutex;
 
 use super::Outgoing;
-
-/// `[amqp] url` when not set: the local broker's default vhost with the guest account.
-pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-/// `[amqp] exchange` when not set.
-pub const DEFAULT_EXCHANGE: &str = "gbds.notifications";
-/// `[amqp] id` when not set: the endpoint id deliveries to the sink are recorded under.
-pub const DEFAULT_ID: &str = "rabbitmq";
+use crate::endpoint::amqp::redact_url;
 
 /// `gbds.<operation>.<status>` in lower case: `gbds.enroll.enrolled`, `gbds.treat_exception.ok`.
 pub fn routing_key(operation: &str, status: &str) -> String {
@@ -39,37 +33,6 @@ pub fn properties(m: &Outgoing<'_>) -> BasicProperties {
         .with_correlation_id(m.tguid.into())
         .with_timestamp((m.created_at / 1000).max(0) as u64)
         .with_app_id("gbds-notifier".into())
-}
-
-/// The URL with its password replaced by `***`, for logs, errors and the endpoints list.
-pub fn redact_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("***"));
-            }
-            u.to_string()
-        }
-        Err(_) => "<not a URL>".to_owned(),
-    }
-}
-
-/// Checks a configured broker URL: `amqp://` or `amqps://` that the client can parse.
-pub fn check_url(url: &str) -> Result<(), String> {
-    if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-        return Err(format!(
-            "{:?} must be an amqp:// or amqps:// URL",
-            redact_url(url)
-        ));
-    }
-    match url.parse::<lapin::uri::AMQPUri>() {
-        Ok(_) => Ok(()),
-        Err(why) => Err(format!(
-            "{:?} is not an AMQP URL: {}",
-            redact_url(url),
-            why.replace(url, "<url>")
-        )),
-    }
 }
 
 /// An open channel in confirm mode on the declared exchange, and which connection it is.
@@ -262,20 +225,5 @@ mod tests {
             Some("application/json")
         );
         assert_eq!(*p.timestamp(), Some(1_614_265_330));
-    }
-
-    #[test]
-    fn urls_are_checked_and_their_passwords_never_shown() {
-        assert!(check_url(DEFAULT_URL).is_ok());
-        assert!(check_url("amqps://user:pw@broker.example:5671/prod").is_ok());
-        let e = check_url("http://user:s3cret@host/").unwrap_err();
-        assert!(e.contains("amqp://"), "{e}");
-        assert!(!e.contains("s3cret"), "{e}");
-        assert!(check_url("not a url").is_err());
-        assert_eq!(
-            redact_url("amqp://guest:guest@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(redact_url("amqp://127.0.0.1"), "amqp://127.0.0.1");
     }
 }

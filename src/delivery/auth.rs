@@ -12,8 +12,8 @@ use base64::Engine;
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Client, Response, StatusCode};
 
-use super::guard;
-use crate::config::{ClientAuth, EndpointAuth, OAuth2Settings};
+use crate::endpoint::address::check_public_literal;
+use crate::endpoint::{ClientAuth, EndpointAuth, OAuth2Settings};
 
 /// A token is renewed this fraction of its lifetime before it ends…
 const RENEW_FRACTION: u32 = 10;
@@ -104,7 +104,7 @@ pub async fn send(
 ) -> Result<Response, SendError> {
     let mut request = request.build().map_err(SendError::Http)?;
     if block_private_targets {
-        guard::check_url(request.url()).map_err(SendError::Refused)?;
+        check_public_literal(request.url()).map_err(SendError::Refused)?;
     }
     match credentials {
         Credentials::None => client.execute(request).await.map_err(SendError::Http),
@@ -226,7 +226,7 @@ impl OAuth2 {
     async fn fetch(&self, client: &Client, guarded: bool) -> Result<Token, String> {
         let s = &self.settings;
         if guarded {
-            guard::check_url(&s.token_url)?;
+            check_public_literal(&s.token_url)?;
         }
         let mut form = vec![("grant_type", "client_credentials")];
         if let Some(scope) = &s.scope {

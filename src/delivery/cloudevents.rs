@@ -10,36 +10,6 @@ use super::Outgoing;
 /// The `Content-Type` of a structured-mode CloudEvent over HTTP.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json";
 
-/// The default `source` attribute (`[notifications] cloudevents_source`).
-pub const DEFAULT_SOURCE: &str = "urn:gbds-notifier";
-
-/// What an HTTP endpoint receives (`format` in its settings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Format {
-    /// The CONTRACT §3 body as it is, `application/json`.
-    #[default]
-    Gbds,
-    /// That body as `data` of a structured-mode CloudEvent.
-    CloudEvents,
-}
-
-impl Format {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "gbds" => Ok(Format::Gbds),
-            "cloudevents" => Ok(Format::CloudEvents),
-            other => Err(format!("{other:?} is not \"gbds\" or \"cloudevents\"")),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Gbds => "gbds",
-            Format::CloudEvents => "cloudevents",
-        }
-    }
-}
-
 /// Field order is the wire order: the required attributes first, as the spec lists them.
 #[derive(Serialize)]
 struct Structured<'a> {
@@ -62,20 +32,6 @@ pub fn event_type(operation: &str, status: &str) -> String {
         operation.to_ascii_lowercase(),
         status.to_ascii_lowercase()
     )
-}
-
-/// Checks a configured `source`: CloudEvents requires a non-empty URI-reference.
-pub fn check_source(source: &str) -> Result<(), String> {
-    if source.is_empty()
-        || source
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || "\"<>\\^`{|}".contains(c))
-    {
-        return Err(format!(
-            "{source:?} must be a non-empty URI-reference such as \"urn:gbds-notifier\" or \"https://gbds.example/notifier\""
-        ));
-    }
-    Ok(())
 }
 
 /// The event as sent: compact JSON, `data` the body byte for byte. Fails only when the
@@ -148,15 +104,5 @@ mod tests {
     fn a_body_that_is_not_json_is_an_error_not_a_malformed_event() {
         assert!(render("s", &notice(b"{not json")).is_err());
         assert!(render("s", &notice(&[0xff, 0xfe])).is_err());
-    }
-
-    #[test]
-    fn the_source_must_be_a_non_empty_uri_reference() {
-        assert!(check_source("urn:gbds-notifier").is_ok());
-        assert!(check_source("https://gbds.example/notifier").is_ok());
-        assert!(check_source("/gbds/notifier").is_ok());
-        assert!(check_source("").is_err());
-        assert!(check_source("has space").is_err());
-        assert!(check_source("a\"b").is_err());
     }
 }

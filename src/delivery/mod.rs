@@ -12,7 +12,7 @@ pub mod retry;
 pub mod signing;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
@@ -20,7 +20,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::clock::now_ms;
-use crate::config::{DeliverySettings, EndpointSettings, Secret, SuccessRule};
+use crate::config::{DeliverySettings, SuccessRule};
+use crate::endpoint::{Destination, Endpoint, Format, HttpDestination, Registry};
+use crate::secret::Secret;
 use crate::store::{ClaimedDelivery, Completion, Handoff, Store};
 use reqwest::header::{self, HeaderName, HeaderValue};
 
@@ -45,19 +47,23 @@ fn header_value(text: &str) -> HeaderValue {
 /// Most deliveries claimed in one round trip to the writer.
 const CLAIM_BATCH: usize = 256;
 
-/// Where an endpoint's notifications go and how they are signed.
-struct Target {
-    url: reqwest::Url,
-    /// Newest first; all sign `webhook-signature` during a rotation, the first `X-Signature`.
-    secrets: Vec<Secret>,
-    /// Bounds concurrent POSTs to one endpoint, so a slow one cannot take every connection.
+/// What the dispatcher keeps for one endpoint destination, made on its first attempt and
+/// kept in the endpoint registry for as long as the destination does not change.
+struct Link {
+    /// Bounds concurrent attempts to one endpoint, so a slow one cannot take every connection.
     slots: Semaphore,
+    way: Way,
+}
+
+/// How an attempt reaches the destination.
+enum Way {
+    Http(HttpLink),
+    Amqp(amqp::AmqpSink),
+}
+
+struct HttpLink {
     /// API key or OAuth2 token (with its cache) for this endpoint.
     credentials: auth::Credentials,
-    /// The body as it is, or wrapped in a CloudEvent (HTTP endpoints).
-    format: cloudevents::Format,
-    /// Where an attempt goes.
-    sink: Sink,
     /// The URL's path and query, as the request line names them.
     path_and_query: String,
     /// Plain http:// endpoints without OAuth2 (and without the private-target guard) are
@@ -65,34 +71,38 @@ struct Target {
     direct: Option<http1::Pool>,
 }
 
-/// The kinds of endpoint: an attempt is an HTTP POST or a publish to the RabbitMQ sink.
-enum Sink {
-    Http,
-    Amqp(Arc<amqp::AmqpSink>),
-}
-
-impl Target {
-    fn new(e: &EndpointSettings, settings: &DeliverySettings) -> Self {
-        let credentials = auth::Credentials::new(e.auth.as_ref());
-        let direct = match credentials {
-            auth::Credentials::OAuth2(_) => None,
-            _ if settings.block_private_targets => None,
-            _ => http1::Pool::for_url(
-                &e.url,
-                settings.endpoint_concurrency,
+impl Link {
+    fn new(endpoint: &Endpoint, settings: &DeliverySettings) -> Self {
+        let way = match &endpoint.destination {
+            Destination::Http(http) => {
+                let credentials = auth::Credentials::new(http.auth.as_ref());
+                let direct = match credentials {
+                    auth::Credentials::OAuth2(_) => None,
+                    _ if settings.block_private_targets => None,
+                    _ => http1::Pool::for_url(
+                        &http.url,
+                        settings.endpoint_concurrency,
+                        settings.connect_timeout,
+                        settings.request_timeout,
+                    ),
+                };
+                Way::Http(HttpLink {
+                    credentials,
+                    path_and_query: path_and_query(&http.url),
+                    direct,
+                })
+            }
+            // It connects on its first attempt.
+            Destination::Amqp(a) => Way::Amqp(amqp::AmqpSink::new(
+                a.url.expose(),
+                &a.exchange,
                 settings.connect_timeout,
                 settings.request_timeout,
-            ),
+            )),
         };
-        Target {
-            url: e.url.clone(),
-            secrets: e.secrets.clone(),
+        Link {
             slots: Semaphore::new(settings.endpoint_concurrency),
-            credentials,
-            format: e.format,
-            sink: Sink::Http,
-            path_and_query: path_and_query(&e.url),
-            direct,
+            way,
         }
     }
 }
@@ -101,68 +111,6 @@ fn path_and_query(url: &reqwest::Url) -> String {
     match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_owned(),
-    }
-}
-
-/// The endpoints deliveries can go to, by id; changed at runtime by the endpoints API.
-#[derive(Clone)]
-pub struct Targets {
-    map: Arc<RwLock<HashMap<String, Arc<Target>>>>,
-    settings: Arc<DeliverySettings>,
-}
-
-impl Targets {
-    pub fn new(endpoints: &[EndpointSettings], settings: &DeliverySettings) -> Self {
-        let map = endpoints
-            .iter()
-            .map(|e| (e.id.clone(), Arc::new(Target::new(e, settings))))
-            .collect();
-        Targets {
-            map: Arc::new(RwLock::new(map)),
-            settings: Arc::new(settings.clone()),
-        }
-    }
-
-    /// Adds or replaces an endpoint (deliveries in flight finish with the old one).
-    pub fn upsert(&self, e: &EndpointSettings) {
-        let target = Arc::new(Target::new(e, &self.settings));
-        self.map
-            .write()
-            .expect("targets")
-            .insert(e.id.clone(), target);
-    }
-
-    pub fn remove(&self, id: &str) {
-        self.map.write().expect("targets").remove(id);
-    }
-
-    /// Adds the RabbitMQ sink under its endpoint id (it connects on its first attempt).
-    pub fn add_amqp(&self, a: &crate::config::AmqpSettings) {
-        let sink = amqp::AmqpSink::new(
-            a.url.expose(),
-            &a.exchange,
-            self.settings.connect_timeout,
-            self.settings.request_timeout,
-        );
-        let target = Target {
-            url: reqwest::Url::parse(&amqp::redact_url(a.url.expose()))
-                .unwrap_or_else(|_| reqwest::Url::parse("amqp://broker").expect("a URL")),
-            secrets: Vec::new(),
-            slots: Semaphore::new(self.settings.endpoint_concurrency),
-            credentials: auth::Credentials::new(None),
-            format: cloudevents::Format::Gbds,
-            sink: Sink::Amqp(Arc::new(sink)),
-            path_and_query: String::new(),
-            direct: None,
-        };
-        self.map
-            .write()
-            .expect("targets")
-            .insert(a.id.clone(), Arc::new(target));
-    }
-
-    fn get(&self, id: &str) -> Option<Arc<Target>> {
-        self.map.read().expect("targets").get(id).cloned()
     }
 }
 
@@ -205,12 +153,13 @@ async fn handed_over(handoff: &mut Option<Handoff>) -> Option<ClaimedDelivery> {
 pub struct Dispatcher {
     store: Store,
     client: reqwest::Client,
-    targets: Targets,
+    /// Where each delivery goes: the store's endpoint registry.
+    endpoints: Registry,
     settings: DeliverySettings,
 }
 
 impl Dispatcher {
-    pub fn new(store: Store, targets: Targets, settings: DeliverySettings) -> anyhow::Result<Self> {
+    pub fn new(store: Store, settings: DeliverySettings) -> anyhow::Result<Self> {
         let builder = reqwest::Client::builder()
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
@@ -221,9 +170,9 @@ impl Dispatcher {
             .user_agent(USER_AGENT);
         let client = guard::restrict(builder, settings.block_private_targets).build()?;
         Ok(Self {
+            endpoints: store.endpoints.clone(),
             store,
             client,
-            targets,
             settings,
         })
     }
@@ -329,23 +278,32 @@ impl Dispatcher {
         });
     }
 
-    /// One POST and its classification.
+    /// One POST (or publish) and its classification.
     async fn attempt(&self, d: ClaimedDelivery) -> Completion {
-        let Some(target) = self.targets.get(&d.endpoint_id) else {
-            // Claims only return configured endpoints; keep the delivery for when it is back.
-            return Completion::Gone {
+        let Some(registered) = self.endpoints.get(&d.endpoint_id) else {
+            // The writer hands out deliveries only for endpoints in the registry, so this one
+            // was deleted since; its deliveries went dead with it, and the lease is all that
+            // is left to give back.
+            return Completion::Retry {
                 id: d.id,
-                endpoint_id: d.endpoint_id,
+                http_status: None,
+                error: "the endpoint was deleted".to_owned(),
+                next_attempt_at: now_ms(),
             };
         };
-        let _slot = target.slots.acquire().await.expect("never closed");
-        if let Sink::Amqp(sink) = &target.sink {
-            return self.publish(sink, d).await;
-        }
+        let link = registered.sender(|e| Link::new(e, &self.settings));
+        let _slot = link.slots.acquire().await.expect("never closed");
+        let (http, way) = match (&registered.endpoint.destination, &link.way) {
+            (_, Way::Amqp(sink)) => return self.publish(sink, d).await,
+            (Destination::Http(http), Way::Http(way)) => (http, way),
+            (Destination::Amqp(_), Way::Http(_)) => {
+                unreachable!("a link is made for the destination it is kept with")
+            }
+        };
         // What is sent is what is signed: the body, or the CloudEvent that carries it.
-        let (content_type, body) = match target.format {
-            cloudevents::Format::Gbds => ("application/json", d.body.to_vec()),
-            cloudevents::Format::CloudEvents => {
+        let (content_type, body) = match http.format {
+            Format::Gbds => ("application/json", d.body.to_vec()),
+            Format::CloudEvents => {
                 match cloudevents::render(&self.settings.cloudevents_source, &Outgoing::of(&d)) {
                     Ok(event) => (cloudevents::CONTENT_TYPE, event),
                     Err(e) => {
@@ -366,9 +324,9 @@ impl Dispatcher {
                 header_value(&d.webhook_id),
             ),
         ];
-        if let Some(newest) = target.secrets.first() {
+        if let Some(newest) = http.secrets.first() {
             let timestamp = now_ms() / 1000;
-            let all = target.secrets.iter().map(Secret::expose);
+            let all = http.secrets.iter().map(Secret::expose);
             headers.push((
                 HeaderName::from_static("webhook-timestamp"),
                 header_value(&timestamp.to_string()),
@@ -388,9 +346,9 @@ impl Dispatcher {
             ));
         }
         let started = std::time::Instant::now();
-        let sent = match &target.direct {
-            Some(direct) => Self::send_direct(direct, &target, headers, body).await,
-            None => self.send_reqwest(&target, headers, body).await,
+        let sent = match &way.direct {
+            Some(direct) => Self::send_direct(direct, way, headers, body).await,
+            None => self.send_reqwest(http, way, headers, body).await,
         };
         let failed_attempts = d.attempts + 1;
         match sent {
@@ -437,17 +395,17 @@ impl Dispatcher {
     /// The POST through hyper's connection-level client (plain http://, see `http1`).
     async fn send_direct(
         direct: &http1::Pool,
-        target: &Target,
+        way: &HttpLink,
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Vec<u8>,
     ) -> Sent {
-        let mut request = hyper::Request::post(target.path_and_query.as_str())
+        let mut request = hyper::Request::post(way.path_and_query.as_str())
             .header(header::HOST, header_value(direct.authority()))
             .header(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        if let auth::Credentials::ApiKey { header, value } = &target.credentials {
+        if let auth::Credentials::ApiKey { header, value } = &way.credentials {
             request = request.header(header.clone(), value.clone());
         }
         let request = match request.body(http1::Body::new(body.into())) {
@@ -467,17 +425,18 @@ impl Dispatcher {
     /// private-target guard.
     async fn send_reqwest(
         &self,
-        target: &Target,
+        http: &HttpDestination,
+        way: &HttpLink,
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Vec<u8>,
     ) -> Sent {
-        let mut request = self.client.post(target.url.clone());
+        let mut request = self.client.post(http.url.clone());
         for (name, value) in headers {
             request = request.header(name, value);
         }
         let request = request.body(body);
         let guarded = self.settings.block_private_targets;
-        match auth::send(&self.client, &target.credentials, guarded, request).await {
+        match auth::send(&self.client, &way.credentials, guarded, request).await {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let retry_after = response

@@ -6,11 +6,11 @@ mod machine;
 mod notification;
 mod review;
 pub mod subscription;
+mod vocabulary;
 
 pub use ids::{IdError, Tguid, Uguid};
-pub use machine::{
-    step, Decision, Input, Operation, Outcome, Refusal, State, Transition, Treatment, UpdateLabel,
-};
+pub use machine::{step, Input, Refusal, Transition};
 pub use notification::{Notification, NotificationKind};
 pub use review::{allowed, Allowed};
 pub use subscription::{Pattern, PatternError, Subscriptions};
+pub use vocabulary::{Decision, Operation, Outcome, State, Treatment, UpdateLabel};

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::ids::{Tguid, Uguid};
-use super::machine::{Operation, State, Treatment, UpdateLabel};
+use super::vocabulary::{Operation, State, Treatment, UpdateLabel};
 
 /// What a notification says about its transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]

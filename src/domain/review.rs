@@ -1,7 +1,8 @@
 //! What a reviewer may decide now: the MIR decisions and ETR treatments that the state machine
 //! accepts for a transaction's (operation, state), found by asking `step`, not kept as a table.
 
-use super::machine::{step, Decision, Input, Operation, State, Treatment, UpdateLabel};
+use super::machine::{step, Input};
+use super::vocabulary::{Decision, Operation, State, Treatment, UpdateLabel};
 
 /// The reviewer inputs `step` accepts now, split by the call that takes them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use lapin::{Channel, Confirmation, Connection, ConnectionProperties, Consumer, E
 
 use crate::api::ApiError;
 use crate::config::AmqpInboundSettings;
-use crate::delivery::amqp::redact_url;
+use crate::endpoint::amqp::redact_url;
 
 /// Bounds connecting and declaring, like the sink's connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -26,8 +26,8 @@ use super::message::{self, Command};
 use super::{ConsumerState, InboundStats, Writer, STOP_GRACE};
 use crate::api::ApiError;
 use crate::config::AmqpInboundSettings;
-use crate::delivery::amqp::redact_url;
 use crate::domain::Tguid;
+use crate::endpoint::amqp::redact_url;
 use crate::store::WriteError;
 
 /// First wait before connecting again; it doubles up to `RECONNECT_MAX`.
@@ -144,7 +144,9 @@ where
     loop {
         match attempt().await {
             Ok(duplicate) => return Settled::Applied { duplicate },
-            Err(WriteError::Internal(why)) => {
+            // Not a refusal: the store could not write (it says when it is unavailable for
+            // now; anything else is a storage error). The message waits in hand.
+            Err(WriteError::Unavailable(why) | WriteError::Internal(why)) => {
                 let delay = backoff.next_delay();
                 failed(&why, delay);
                 tokio::select! {

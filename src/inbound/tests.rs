@@ -9,7 +9,7 @@ use tokio::sync::watch;
 
 use super::broker::queue_arguments;
 use super::consumer::{apply_until_settled, Backoff, Settled};
-use crate::config::{self, DEFAULT_INBOUND_PREFETCH};
+use crate::config::{self, defaults};
 use crate::domain::Refusal;
 use crate::store::WriteError;
 
@@ -32,13 +32,16 @@ fn the_consumer_runs_only_when_a_queue_is_named_and_shares_the_sinks_url() {
         .amqp_inbound
         .is_none());
     let s = settings("[amqp]\ninbound_queue = \"gbds.outcomes\"", &[]).unwrap();
-    assert!(s.amqp.is_none(), "the sink stays off");
+    assert!(
+        s.endpoints.iter().all(|e| e.id != defaults::AMQP_ID),
+        "the sink stays off"
+    );
     let inbound = s.amqp_inbound.unwrap();
     assert_eq!(inbound.queue, "gbds.outcomes");
-    assert_eq!(inbound.prefetch, DEFAULT_INBOUND_PREFETCH);
+    assert_eq!(inbound.prefetch, defaults::INBOUND_PREFETCH);
     assert_eq!(
         inbound.url.expose(),
-        crate::delivery::amqp::DEFAULT_URL,
+        defaults::AMQP_URL,
         "the local broker by default"
     );
     let s = settings(
@@ -124,10 +127,10 @@ async fn a_store_failure_is_retried_until_the_write_commits_and_never_taken_for_
             calls.set(calls.get() + 1);
             let n = calls.get();
             async move {
-                if n <= 3 {
-                    Err(WriteError::Internal("disk I/O error".into()))
-                } else {
-                    Ok(false)
+                match n {
+                    1 => Err(WriteError::Unavailable("disk I/O error".into())),
+                    2 | 3 => Err(WriteError::Internal("disk I/O error".into())),
+                    _ => Ok(false),
                 }
             }
         },

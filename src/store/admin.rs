@@ -5,10 +5,12 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::config::Secret;
-
+use super::endpoints::stored_patterns;
 use super::leases::Leases;
 use super::{AdminDone, AdminOp, WriteError};
+use crate::domain::Subscriptions;
+use crate::endpoint::{Destination, Endpoint, Format, Snapshot};
+use crate::secret::Secret;
 
 // A transaction's pending deliveries are in `deliveries_queue`; all of them (delivered and
 // dead too) are found through its notifications, (tx, seq), then (notification_id,
@@ -42,10 +44,12 @@ pub(super) const RETAINABLE: &str =
        AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.tx = t.id AND d.status = 'dead')
      LIMIT ?2";
 
-/// The database and what the writer knows beside it: which deliveries are in flight.
+/// The database and what the writer knows beside it: which deliveries are in flight, and
+/// the endpoints as the open transaction has them.
 pub(super) struct Outbox<'a> {
     pub conn: &'a Connection,
     pub leases: &'a Leases,
+    pub endpoints: &'a Snapshot,
     pub now: i64,
 }
 
@@ -55,40 +59,20 @@ pub(super) fn run(outbox: &Outbox, op: &AdminOp) -> Result<AdminDone, WriteError
         AdminOp::RetryDelivery { id } => retry_delivery(outbox, *id),
         AdminOp::Recover { endpoint_id, since } => recover(outbox, endpoint_id, *since),
         AdminOp::Renotify { tguid, endpoint_id } => renotify(outbox, tguid, endpoint_id.as_deref()),
-        AdminOp::CreateEndpoint {
-            id,
-            url,
-            secret,
-            subscriptions,
-            format,
-        } => {
-            let done = create_endpoint(conn, id, url, secret.as_ref().map(Secret::expose), now)?;
-            endpoint_options(conn, id, Some(subscriptions.as_deref()), Some(format), now)?;
-            Ok(done)
-        }
-        AdminOp::UpdateEndpoint {
-            id,
-            url,
-            secret,
-            enabled,
-            subscriptions,
-            format,
-        } => {
-            if subscriptions.is_some() || format.is_some() {
-                endpoint_options(
-                    conn,
-                    id,
-                    subscriptions.as_ref().map(|s| s.as_deref()),
-                    format.as_deref(),
-                    now,
-                )?;
+        AdminOp::CreateEndpoint(endpoint) => create_endpoint(conn, endpoint, now),
+        AdminOp::UpdateEndpoint { id, change } => {
+            if change.subscriptions.is_some() || change.format.is_some() {
+                endpoint_options(conn, id, change.subscriptions.as_ref(), change.format, now)?;
             }
             update_endpoint(
                 conn,
                 id,
-                url.as_deref(),
-                secret.as_ref().map(|s| s.as_ref().map(Secret::expose)),
-                *enabled,
+                change.url.as_ref().map(|u| u.as_str()),
+                change
+                    .secret
+                    .as_ref()
+                    .map(|s| s.as_ref().map(Secret::expose)),
+                change.enabled,
                 now,
             )
         }
@@ -99,10 +83,7 @@ pub(super) fn run(outbox: &Outbox, op: &AdminOp) -> Result<AdminDone, WriteError
 }
 
 fn done(affected: usize) -> AdminDone {
-    AdminDone {
-        affected,
-        endpoint: None,
-    }
+    AdminDone { affected }
 }
 
 /// Makes the queue of (tguid, endpoint) consistent again: its first pending delivery is the
@@ -213,26 +194,30 @@ fn renotify(
         }
     }
     // Endpoints added since the notifications were recorded get them too, when subscribed.
-    let missing: Vec<(i64, String, i64, String, String, Option<String>)> = conn
-        .prepare_cached(
-            "SELECT n.id, e.id, n.seq, n.operation, n.status, e.subscriptions
-             FROM notifications n, endpoints e
-             WHERE n.tx = ?1 AND e.active = 1 AND (?2 IS NULL OR e.id = ?2)
-               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.endpoint_id = e.id)",
-        )?
-        .query_map(params![tx, endpoint_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    for (notification_id, endpoint, seq, operation, status, patterns) in &missing {
-        if super::writer::stored_subscriptions(endpoint, patterns.as_deref())
-            .matches(operation, status)
-        {
-            conn.prepare_cached(
-                "INSERT INTO deliveries (notification_id, endpoint_id, tx, tguid, seq, status, ready, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6)",
+    let endpoints = outbox
+        .endpoints
+        .iter()
+        .map(|e| &e.endpoint)
+        .filter(|e| endpoint_id.is_none_or(|id| e.id == id));
+    for endpoint in endpoints {
+        let missing: Vec<(i64, i64, String, String)> = conn
+            .prepare_cached(
+                "SELECT n.id, n.seq, n.operation, n.status FROM notifications n
+                 WHERE n.tx = ?1
+                   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.notification_id = n.id AND d.endpoint_id = ?2)",
             )?
-            .execute(params![notification_id, endpoint, tx, tguid, seq, now])?;
+            .query_map(params![tx, endpoint.id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (notification_id, seq, operation, status) in &missing {
+            if endpoint.subscriptions.matches(operation, status) {
+                conn.prepare_cached(
+                    "INSERT INTO deliveries (notification_id, endpoint_id, tx, tguid, seq, status, ready, next_attempt_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6)",
+                )?
+                .execute(params![notification_id, endpoint.id, tx, tguid, seq, now])?;
+            }
         }
     }
     conn.prepare_cached(REQUEUE_SENT)?
@@ -250,13 +235,13 @@ fn renotify(
     Ok(done(queued as usize))
 }
 
-/// Sets an API endpoint's subscriptions (`Some(None)`: everything) and body format; a
-/// configured endpoint's are the configuration file's.
+/// Sets an API endpoint's subscriptions and body format; a configured endpoint's are the
+/// configuration file's.
 fn endpoint_options(
     conn: &Connection,
     id: &str,
-    subscriptions: Option<Option<&[String]>>,
-    format: Option<&str>,
+    subscriptions: Option<&Subscriptions>,
+    format: Option<Format>,
     now: i64,
 ) -> Result<(), WriteError> {
     match endpoint_source(conn, id)?.as_deref() {
@@ -268,48 +253,45 @@ fn endpoint_options(
         }
         Some(_) => {}
     }
-    if let Some(patterns) = subscriptions {
-        let json = patterns.map(|p| serde_json::to_string(p).expect("strings serialize"));
+    if let Some(subscriptions) = subscriptions {
         conn.prepare_cached(
             "UPDATE endpoints SET subscriptions = ?2, updated_at = ?3 WHERE id = ?1",
         )?
-        .execute(params![id, json, now])?;
+        .execute(params![id, stored_patterns(subscriptions), now])?;
     }
     if let Some(format) = format {
         conn.prepare_cached("UPDATE endpoints SET format = ?2, updated_at = ?3 WHERE id = ?1")?
-            .execute(params![id, format, now])?;
+            .execute(params![id, format.as_str(), now])?;
     }
     Ok(())
 }
 
-fn endpoint_row(conn: &Connection, id: &str) -> rusqlite::Result<Option<(String, Option<Secret>)>> {
-    conn.prepare_cached("SELECT url, secret FROM endpoints WHERE id = ?1")?
-        .query_row([id], |r| {
-            Ok((r.get(0)?, r.get::<_, Option<String>>(1)?.map(Secret::new)))
-        })
-        .optional()
-}
-
-fn create_endpoint(
-    conn: &Connection,
-    id: &str,
-    url: &str,
-    secret: Option<&str>,
-    now: i64,
-) -> Result<AdminDone, WriteError> {
-    if endpoint_source(conn, id)?.is_some() {
+fn create_endpoint(conn: &Connection, e: &Endpoint, now: i64) -> Result<AdminDone, WriteError> {
+    if endpoint_source(conn, &e.id)?.is_some() {
         return Err(WriteError::Conflict(format!(
-            "endpoint {id} already exists"
+            "endpoint {} already exists",
+            e.id
         )));
     }
+    let secret = match &e.destination {
+        Destination::Http(http) => http.secrets.first().map(Secret::expose),
+        Destination::Amqp(_) => None,
+    };
     conn.prepare_cached(
-        "INSERT INTO endpoints (id, url, active, enabled, updated_at, source, secret) VALUES (?1, ?2, 1, 1, ?3, 'api', ?4)",
+        "INSERT INTO endpoints (id, url, active, enabled, updated_at, source, secret, subscriptions, format)
+         VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![id, url, now, secret])?;
-    Ok(AdminDone {
-        affected: 1,
-        endpoint: Some((url.to_owned(), secret.map(Secret::new))),
-    })
+    .execute(params![
+        e.id,
+        e.shown_url(),
+        e.enabled,
+        now,
+        e.source.as_str(),
+        secret,
+        stored_patterns(&e.subscriptions),
+        e.format().as_str()
+    ])?;
+    Ok(done(1))
 }
 
 fn update_endpoint(
@@ -358,15 +340,7 @@ fn update_endpoint(
         }
         None => {}
     }
-    let endpoint = if source == "api" {
-        endpoint_row(conn, id)?
-    } else {
-        None
-    };
-    Ok(AdminDone {
-        affected: 1,
-        endpoint,
-    })
+    Ok(done(1))
 }
 
 fn delete_endpoint(conn: &Connection, id: &str, now: i64) -> Result<AdminDone, WriteError> {

@@ -4,9 +4,11 @@
 
 mod admin;
 mod decisions;
+mod endpoints;
 mod leases;
 mod reader;
 mod schema;
+mod sql;
 mod writer;
 
 use std::path::Path;
@@ -15,8 +17,8 @@ use std::sync::Arc;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::config::Secret;
 use crate::domain::{Input, Operation, Refusal, State, Tguid};
+use crate::endpoint::{self, Endpoint, Publisher, Registry};
 
 pub use reader::{
     DeliveryFilter, DeliveryListRow, DeliveryRow, EndpointRow, FeedFilter, FeedRow,
@@ -52,6 +54,10 @@ pub enum WriteError {
     /// An operator action that does not fit the current state of what it acts on.
     #[error("{0}")]
     Conflict(String),
+    /// The store cannot take writes for now (no space, its file gone, its server down); the
+    /// caller may try again later. Nothing was written.
+    #[error("the store cannot take writes now: {0}")]
+    Unavailable(String),
     #[error("storage error: {0}")]
     Internal(String),
 }
@@ -211,24 +217,12 @@ pub enum AdminOp {
         tguid: String,
         endpoint_id: Option<String>,
     },
-    CreateEndpoint {
-        id: String,
-        url: String,
-        secret: Option<Secret>,
-        /// Checked patterns; `None`: every notification.
-        subscriptions: Option<Vec<String>>,
-        /// "gbds" or "cloudevents".
-        format: String,
-    },
-    /// `secret: Some(None)` removes the secret.
+    /// Adds an endpoint defined through the API. (Boxed, as the change below: every command
+    /// on the writer's channel is as large as the largest.)
+    CreateEndpoint(Box<Endpoint>),
     UpdateEndpoint {
         id: String,
-        url: Option<String>,
-        secret: Option<Option<Secret>>,
-        enabled: Option<bool>,
-        /// `Some(None)` subscribes it to everything again.
-        subscriptions: Option<Option<Vec<String>>>,
-        format: Option<String>,
+        change: Box<endpoint::Change>,
     },
     DeleteEndpoint {
         id: String,
@@ -249,8 +243,6 @@ pub enum AdminOp {
 pub struct AdminDone {
     /// Rows (deliveries, transactions, endpoints) it changed.
     pub affected: usize,
-    /// For an API-managed endpoint that was created or changed: its url and secret now.
-    pub endpoint: Option<(String, Option<Secret>)>,
 }
 
 pub(crate) enum Command {
@@ -289,40 +281,17 @@ pub(crate) enum Command {
 pub struct StoreOptions {
     pub synchronous_full: bool,
     pub update_label: crate::domain::UpdateLabel,
-    /// (id, url) of the configured endpoints: every notification gets one delivery per endpoint.
-    pub endpoints: Vec<(String, String)>,
+    /// The configured endpoints (the RabbitMQ sink among them). With those created through
+    /// the API, they make the registry: every notification gets one delivery per endpoint
+    /// subscribed to it.
+    pub endpoints: Vec<Endpoint>,
     pub delivery: DeliveryLimits,
 }
 
-/// What the store records of a configured endpoint beside its url: which notifications it
-/// receives (the writer fans out by it) and its body format (shown by the endpoints API).
-#[derive(Debug, Clone, Default)]
-pub struct EndpointOptions {
-    /// Checked patterns; `None`: every notification.
-    pub subscriptions: Option<Vec<String>>,
-    /// "gbds" or "cloudevents"; empty is "gbds".
-    pub format: String,
-}
-
-/// [`EndpointOptions`] of configured endpoints, by id; one not listed gets every notification.
-pub type ConfigEndpointOptions = std::collections::HashMap<String, EndpointOptions>;
-
-/// An endpoint created through the API (kept in the database, not in the config file).
-#[derive(Debug, Clone)]
-pub struct ApiEndpoint {
-    pub id: String,
-    pub url: String,
-    pub secret: Option<Secret>,
-    /// "gbds" or "cloudevents".
-    pub format: String,
-}
-
-/// What opening the store gives: the handle, the writer thread to join at shutdown, and the
-/// endpoints created through the API in earlier runs.
+/// What opening the store gives: the handle, and the writer thread to join at shutdown.
 pub struct Opened {
     pub store: Store,
     pub writer: std::thread::JoinHandle<()>,
-    pub api_endpoints: Vec<ApiEndpoint>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -330,6 +299,8 @@ pub struct Opened {
 pub struct Store {
     commands: mpsc::Sender<Command>,
     pub readers: Readers,
+    /// The endpoints, as the last COMMIT left them (the writer changes them).
+    pub endpoints: Registry,
     /// Woken after a commit that made a delivery claimable (one not handed over).
     pub deliveries_ready: Arc<Notify>,
     /// Deliveries the writer leased as it committed them, for the dispatcher to send; taken
@@ -378,22 +349,16 @@ fn open(path: &Path, synchronous_full: bool) -> rusqlite::Result<Connection> {
 }
 
 impl Store {
-    /// Opens (creating and migrating) the database, syncs the endpoint list, releases leases a
-    /// previous process left behind, and starts the writer thread.
+    /// Opens (creating and migrating) the database, records the configured endpoints, loads
+    /// the endpoint registry and starts the writer thread. Leases live in the writer's
+    /// memory, so whatever a previous process had in flight is claimable at once.
     pub fn open(path: &Path, options: StoreOptions) -> anyhow::Result<Opened> {
-        Self::open_with(path, options, &ConfigEndpointOptions::new())
-    }
-
-    /// [`Store::open`], recording what each configured endpoint subscribed to and its format.
-    pub fn open_with(
-        path: &Path,
-        options: StoreOptions,
-        endpoint_options: &ConfigEndpointOptions,
-    ) -> anyhow::Result<Opened> {
         let mut conn = open(path, options.synchronous_full)
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
         schema::migrate(&mut conn)?;
-        let api_endpoints = writer::prepare(&mut conn, &options.endpoints, endpoint_options)?;
+        let endpoints = endpoints::sync(&mut conn, &options.endpoints)?;
+        let publisher = Publisher::new(endpoints);
+        let registry = publisher.registry();
         let readers = Readers::new(path.to_owned(), options.synchronous_full);
         let (tx, rx) = mpsc::channel(4096);
         let notify = Arc::new(Notify::new());
@@ -403,16 +368,16 @@ impl Store {
             deliveries: handed,
             taken: taken.clone(),
         };
-        let handle = writer::spawn(conn, rx, options, notify.clone(), handoff)?;
+        let handle = writer::spawn(conn, rx, options, publisher, notify.clone(), handoff)?;
         Ok(Opened {
             store: Store {
                 commands: tx,
                 readers,
+                endpoints: registry,
                 deliveries_ready: notify,
                 handoff: Arc::new(std::sync::Mutex::new(Some(Handoff { deliveries, taken }))),
             },
             writer: handle,
-            api_endpoints,
         })
     }
 
@@ -510,7 +475,11 @@ mod tests {
         // Each `prepare_cached(` call site is one statement text (or a few, for the
         // `statement` helper's transaction-control texts, counted below).
         let sites: usize = [
-            include_str!("writer.rs"),
+            include_str!("writer/mod.rs"),
+            include_str!("writer/transitions.rs"),
+            include_str!("writer/fanout.rs"),
+            include_str!("writer/queue.rs"),
+            include_str!("endpoints.rs"),
             include_str!("admin.rs"),
             include_str!("decisions.rs"),
         ]

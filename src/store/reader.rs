@@ -323,7 +323,10 @@ pub struct DeliveryFilter {
     pub limit: usize,
 }
 
-/// An endpoint with its health and backlog.
+/// What the endpoints list shows of one endpoint, as the database has it: its stored
+/// settings (never its secret), whether it is still configured, its health and its backlog.
+/// A report for people, not an endpoint: deliveries go by `endpoint::Endpoint`s, in the
+/// registry.
 #[derive(Debug, Clone)]
 pub struct EndpointRow {
     pub id: String,

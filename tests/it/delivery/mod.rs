@@ -5,12 +5,14 @@
 //! - `faults`: receivers failing in every way a real one does, and what each must (and must
 //!   not) do to other deliveries.
 //! - `operator`: recover, renotify, runtime endpoints, retention and endpoint health.
+//! - `endpoint_registry`: endpoints created and changed while notifications flow.
 //! - `restart`: the real binary killed (SIGKILL) or stopped (SIGTERM) with notifications owed.
 //! - `crash`: SIGKILL in the middle of delivering a backlog.
 //! - `model`: random interleavings of inputs through the real store against a model of
 //!   CONTRACT §2.
 
 mod crash;
+mod endpoint_registry;
 mod faults;
 mod model;
 mod operator;

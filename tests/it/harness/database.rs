@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use gbds_notifier::domain::UpdateLabel;
+use gbds_notifier::endpoint::Endpoint;
 use gbds_notifier::store::{Opened, Store, StoreOptions};
 
 /// Opens (creating and migrating) a store at `path` with one configured endpoint, `e`, that
@@ -14,7 +15,7 @@ pub fn store_with_one_endpoint(path: &Path) -> Opened {
         StoreOptions {
             synchronous_full: false,
             update_label: UpdateLabel::Enroll,
-            endpoints: vec![("e".into(), "http://127.0.0.1:9/".into())],
+            endpoints: vec![Endpoint::http("e", "http://127.0.0.1:9/".parse().unwrap())],
             delivery: Default::default(),
         },
     )

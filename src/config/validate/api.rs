@@ -1,0 +1,90 @@
+//! `[api]`: the bearer tokens and their roles (kept only as digests), and the limits on calls.
+
+use crate::config::defaults;
+use crate::config::duration::duration_or;
+use crate::config::error::{err, ConfigError};
+use crate::config::raw::RawApi;
+use crate::config::settings::{ApiSettings, ApiToken, Role};
+use crate::secret::TokenDigest;
+
+pub(super) fn api(raw: RawApi) -> Result<ApiSettings, ConfigError> {
+    let mut tokens = Vec::new();
+    for (i, t) in raw.tokens.into_iter().enumerate() {
+        let role = match t.role.as_str() {
+            "ingest" => Role::Ingest,
+            "review" => Role::Review,
+            "admin" => Role::Admin,
+            other => {
+                return err(
+                    format!("api.tokens[{i}].role"),
+                    format!("{other:?} is not ingest, review or admin"),
+                )
+            }
+        };
+        let digest = match (t.token, t.token_sha256) {
+            (Some(_), Some(_)) => {
+                return err(
+                    format!("api.tokens[{i}].token_sha256"),
+                    "give either token or token_sha256, not both",
+                )
+            }
+            (None, None) => {
+                return err(
+                    format!("api.tokens[{i}].token"),
+                    "is required (or token_sha256: the hex SHA-256 of the token)",
+                )
+            }
+            (Some(token), None) => {
+                if token.expose().trim().is_empty() {
+                    return err(format!("api.tokens[{i}].token"), "must not be empty");
+                }
+                TokenDigest::of(token.expose().trim())
+            }
+            (None, Some(hex_digits)) => match TokenDigest::from_hex(&hex_digits) {
+                Some(d) => d,
+                None => {
+                    return err(
+                        format!("api.tokens[{i}].token_sha256"),
+                        "must be 64 hex digits (e.g. from `printf %s TOKEN | sha256sum`)",
+                    )
+                }
+            },
+        };
+        if let Some(j) = tokens.iter().position(|t: &ApiToken| t.digest == digest) {
+            return err(
+                format!("api.tokens[{i}]"),
+                format!("holds the same token as api.tokens[{j}]; a token has one role"),
+            );
+        }
+        let name = t.name.unwrap_or_else(|| role.as_str().to_owned());
+        tokens.push(ApiToken { digest, role, name });
+    }
+    let header_read_timeout = duration_or(
+        "api.header_read_timeout",
+        raw.header_read_timeout.as_deref(),
+        defaults::HEADER_READ_TIMEOUT,
+    )?;
+    let api_request_timeout = duration_or(
+        "api.request_timeout",
+        raw.request_timeout.as_deref(),
+        defaults::API_REQUEST_TIMEOUT,
+    )?;
+    if header_read_timeout.is_zero() {
+        return err("api.header_read_timeout", "must be more than 0");
+    }
+    if api_request_timeout.is_zero() {
+        return err("api.request_timeout", "must be more than 0");
+    }
+    let max_concurrent_requests = raw
+        .max_concurrent_requests
+        .unwrap_or(defaults::MAX_CONCURRENT_REQUESTS);
+    if max_concurrent_requests == 0 {
+        return err("api.max_concurrent_requests", "must be at least 1");
+    }
+    Ok(ApiSettings {
+        tokens,
+        header_read_timeout,
+        request_timeout: api_request_timeout,
+        max_concurrent_requests,
+    })
+}
