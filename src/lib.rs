@@ -9,6 +9,7 @@
 //! - [`delivery`]: the dispatcher that claims, signs, POSTs and retries deliveries.
 //! - [`api`]: the REST API on axum.
 //! - [`console`]: the review console, a page for reviewers and operators over that API.
+//! - [`inbound`]: the consumer of back-office outcomes over RabbitMQ (`[amqp] inbound_queue`).
 //! - [`health`]: readiness, the conditions each part reports.
 //! - [`jobs`]: scheduled retention and endpoint-health jobs.
 //! - [`states`]: renders the state machine as Markdown and Mermaid for `states/`.
@@ -26,6 +27,7 @@ pub mod delivery;
 pub mod domain;
 pub mod endpoint;
 pub mod health;
+pub mod inbound;
 pub mod jobs;
 pub mod receiver;
 pub mod secret;
@@ -92,6 +94,12 @@ pub async fn run(
     let (stop, stopped) = watch::channel(false);
     let dispatching = tokio::spawn(dispatcher.run(stopped, SHUTDOWN_GRACE));
 
+    // Messages reach the store the way calls do, so the consumer starts with the API.
+    let inbound = settings
+        .amqp_inbound
+        .clone()
+        .map(|s| inbound::Inbound::start(s, store.clone()));
+
     let app = api::router(api::AppState {
         store: store.clone(),
         auth: Arc::new(api::Auth::new(settings.api.tokens.clone())),
@@ -100,6 +108,9 @@ pub async fn run(
     let served = api::serve(listener, app, &settings.api, shutdown).await;
 
     tracing::info!("shutting down: no new calls; finishing deliveries in flight");
+    if let Some(inbound) = inbound {
+        inbound.stop().await;
+    }
     let _ = scheduler.shutdown().await;
     drop(scheduler);
     let _ = stop.send(true);

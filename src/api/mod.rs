@@ -15,7 +15,10 @@ use axum::{Json, Router};
 
 pub use error::ApiError;
 pub use request::{Auth, MAX_BODY};
+// The AMQP inbound consumer checks its messages exactly as these routes check their bodies.
+pub(crate) use request::parse_json;
 pub use serve::{harden, serve};
+pub(crate) use transactions::{parse_event, parse_registration};
 
 use crate::store::Store;
 

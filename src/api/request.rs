@@ -109,12 +109,94 @@ pub async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
 }
 
 /// Parses a JSON body: not JSON at all is 400; JSON of the wrong shape (unknown or missing
-/// fields, wrong types) is 422.
+/// fields, wrong types, a key given twice in one object) is 422.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}")))?;
+    let repeated = std::cell::RefCell::new(None);
+    let mut reader = serde_json::Deserializer::from_slice(bytes);
+    let value = serde::de::DeserializeSeed::deserialize(
+        unique_keys::Value {
+            repeated: &repeated,
+        },
+        &mut reader,
+    )
+    .and_then(|v| reader.end().map(|()| v))
+    .map_err(|e| ApiError::malformed(format!("the body is not valid JSON: {e}")))?;
+    if let Some(key) = repeated.into_inner() {
+        // serde_json would keep the last one silently: `{"type":"FAILED","type":"ENROLLED"}`
+        // must not be taken for ENROLLED.
+        return Err(ApiError::invalid(format!(
+            "the key {key:?} appears more than once in one object"
+        )));
+    }
     serde_json::from_value(value)
         .map_err(|e| ApiError::invalid(format!("the body does not fit this call: {e}")))
+}
+
+/// A JSON value read like `serde_json::Value`, noting the first key repeated in an object.
+mod unique_keys {
+    use std::cell::RefCell;
+    use std::fmt;
+
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Number};
+
+    #[derive(Clone, Copy)]
+    pub struct Value<'a> {
+        pub repeated: &'a RefCell<Option<String>>,
+    }
+
+    impl<'de> DeserializeSeed<'de> for Value<'_> {
+        type Value = serde_json::Value;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Value<'_> {
+        type Value = serde_json::Value;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(v.into())
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(v.into())
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(v.into())
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(v.into())
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(v.into())
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(serde_json::Value::Null)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element_seed(self)? {
+                items.push(item);
+            }
+            Ok(items.into())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut object = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let value = map.next_value_seed(self)?;
+                if object.contains_key(&key) && self.repeated.borrow().is_none() {
+                    *self.repeated.borrow_mut() = Some(key.clone());
+                }
+                object.insert(key, value);
+            }
+            Ok(object.into())
+        }
+    }
 }
 
 /// Default and largest page of every paged list (review queues, deliveries, the feed).
@@ -278,5 +360,21 @@ mod tests {
         assert_eq!(parse_json::<R>(b"[]").unwrap_err().status, 422);
         assert_eq!(parse_json::<R>(b"{\"a\":1}").unwrap_err().status, 422);
         assert!(parse_json::<R>(b"{\"a\":\"x\"}").is_ok());
+        assert_eq!(parse_json::<R>(b"{\"a\":\"x\"} x").unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn a_key_given_twice_in_any_object_is_422_naming_it() {
+        let e =
+            parse_json::<serde_json::Value>(br#"{"type":"FAILED","type":"ENROLLED"}"#).unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code), (422, "invalid_request"));
+        assert!(e.message.contains("\"type\""), "{}", e.message);
+        let nested = parse_json::<serde_json::Value>(br#"{"a":[{"b":1,"b":1}]}"#).unwrap_err();
+        assert!(nested.message.contains("\"b\""), "{}", nested.message);
+        let fine = parse_json::<serde_json::Value>(br#"{"a":{"b":1},"c":[{"b":2.5}],"d":null}"#);
+        assert_eq!(
+            fine.unwrap(),
+            serde_json::json!({"a":{"b":1},"c":[{"b":2.5}],"d":null})
+        );
     }
 }

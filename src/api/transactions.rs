@@ -286,15 +286,10 @@ fn path_tguid(raw: &str) -> Result<Tguid, ApiError> {
     Ok(Tguid::parse(raw)?)
 }
 
-// ---- handlers ----
-
-async fn register(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<(StatusCode, Json<SummaryOut>), ApiError> {
-    let caller = app.auth.check(&headers, &[Role::Ingest])?;
-    let req: RegisterRequest = parse_json(&read_body(body).await?)?;
+/// A registration body (`{"tguid","operation"}`), checked as `POST /v1/transactions` checks
+/// it: the body, then the operation, then the tguid. Shared with the AMQP inbound consumer.
+pub fn parse_registration(body: &[u8]) -> Result<(Tguid, Operation), ApiError> {
+    let req: RegisterRequest = parse_json(body)?;
     let operation = parse_enum(
         "operation",
         &req.operation,
@@ -302,23 +297,14 @@ async fn register(
         &names(Operation::ALL, Operation::as_str),
     )?;
     let tguid = Tguid::parse(&req.tguid)?;
-    let r = app.store.register(tguid, operation, caller.name).await?;
-    let status = if r.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(SummaryOut::from(&r.summary))))
+    Ok((tguid, operation))
 }
 
-async fn event(
-    State(app): State<AppState>,
-    Path(raw_tguid): Path<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<EventOut>, ApiError> {
-    let caller = app.auth.check(&headers, &[Role::Ingest])?;
-    let req: EventRequest = parse_json(&read_body(body).await?)?;
+/// An event body (`{"type","uguid"?,"event_id"?}`) for the transaction `raw_tguid`, checked as
+/// `POST /v1/transactions/{tguid}/events` checks it: the body, the type and uguid, the
+/// event_id, then the tguid. Shared with the AMQP inbound consumer.
+pub fn parse_event(raw_tguid: &str, body: &[u8], actor: String) -> Result<InputRequest, ApiError> {
+    let req: EventRequest = parse_json(body)?;
     let input = match req.kind.as_str() {
         "PENDING" => Input::SentToReview,
         "EXCEPTION" => Input::Exception,
@@ -342,17 +328,43 @@ async fn event(
         )));
     }
     let event_id = label("event_id", req.event_id)?;
-    let tguid = path_tguid(&raw_tguid)?;
+    let tguid = path_tguid(raw_tguid)?;
     let fingerprint = format!("{}|{}", req.kind, req.uguid.as_deref().unwrap_or(""));
-    let applied = app
-        .store
-        .apply(InputRequest {
-            tguid,
-            input,
-            event_id: event_id.map(|id| (id, fingerprint)),
-            actor: caller.name,
-        })
-        .await?;
+    Ok(InputRequest {
+        tguid,
+        input,
+        event_id: event_id.map(|id| (id, fingerprint)),
+        actor,
+    })
+}
+
+// ---- handlers ----
+
+async fn register(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<SummaryOut>), ApiError> {
+    let caller = app.auth.check(&headers, &[Role::Ingest])?;
+    let (tguid, operation) = parse_registration(&read_body(body).await?)?;
+    let r = app.store.register(tguid, operation, caller.name).await?;
+    let status = if r.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(SummaryOut::from(&r.summary))))
+}
+
+async fn event(
+    State(app): State<AppState>,
+    Path(raw_tguid): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<EventOut>, ApiError> {
+    let caller = app.auth.check(&headers, &[Role::Ingest])?;
+    let request = parse_event(&raw_tguid, &read_body(body).await?, caller.name)?;
+    let applied = app.store.apply(request).await?;
     Ok(Json(EventOut {
         summary: SummaryOut::from(&applied.summary),
         duplicate: applied.duplicate,

@@ -70,6 +70,10 @@ pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 pub const AMQP_EXCHANGE: &str = "gbds.notifications";
 /// `[amqp] id`: the endpoint id deliveries to the sink are recorded under.
 pub const AMQP_ID: &str = "rabbitmq";
+/// `[amqp] inbound_prefetch`: enough messages in flight for the writer to group-commit many
+/// of them, few enough to bound what the consumer holds (BENCHMARKS.md: 64 halves the rate,
+/// 1,024 adds nothing).
+pub const INBOUND_PREFETCH: u16 = 256;
 
 /// An endpoint's `auth.client_auth`: `client_secret_basic`, which every server must accept.
 pub const OAUTH2_CLIENT_AUTH: &str = "basic";

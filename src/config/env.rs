@@ -95,6 +95,16 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
         "amqp.subscriptions",
         EnvKind::Toml,
     ),
+    (
+        "GBDS_AMQP_INBOUND_QUEUE",
+        "amqp.inbound_queue",
+        EnvKind::Text,
+    ),
+    (
+        "GBDS_AMQP_INBOUND_PREFETCH",
+        "amqp.inbound_prefetch",
+        EnvKind::Toml,
+    ),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

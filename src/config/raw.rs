@@ -37,6 +37,10 @@ pub(super) struct RawAmqp {
     pub exchange: Option<String>,
     pub id: Option<String>,
     pub subscriptions: Option<Vec<String>>,
+    /// The queue of back-office outcomes to consume; absent or empty: no consumer.
+    pub inbound_queue: Option<String>,
+    /// Checked into a `u16` by `validate::inbound`, so that a mistake names the key.
+    pub inbound_prefetch: Option<i64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::domain::UpdateLabel;
 use crate::endpoint::Endpoint;
-use crate::secret::TokenDigest;
+use crate::secret::{Secret, TokenDigest};
 
 /// Everything the service needs, typed and checked.
 #[derive(Debug, Clone)]
@@ -21,6 +21,20 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub update_label: UpdateLabel,
     pub retention: RetentionSettings,
+    /// The consumer of outcomes over RabbitMQ, when `[amqp] inbound_queue` is set.
+    pub amqp_inbound: Option<AmqpInboundSettings>,
+}
+
+/// The consumer of back-office outcomes (CONTRACT §8), independent of the sink: it shares only
+/// the broker URL.
+#[derive(Debug, Clone)]
+pub struct AmqpInboundSettings {
+    /// `[amqp] url`; it holds the broker password, so it never shows in output.
+    pub url: Secret,
+    /// The durable queue consumed; refused messages go to `<queue>.dead`.
+    pub queue: String,
+    /// Most unacknowledged messages the broker lets the consumer hold (AMQP `basic.qos`).
+    pub prefetch: u16,
 }
 
 /// The retention job: what it deletes and when it runs.

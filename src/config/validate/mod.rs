@@ -5,6 +5,7 @@
 mod api;
 mod delivery;
 mod endpoints;
+mod inbound;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +33,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     let delivery = delivery::delivery(raw.delivery, cloudevents_source)?;
     let retention = retention(raw.retention)?;
     let update_label = update_label(update_operation.as_deref())?;
+    let amqp_inbound = inbound::amqp_inbound(&raw.amqp)?;
     if let Some(sink) = endpoints::amqp_sink(raw.amqp, &endpoints)? {
         endpoints.push(sink);
     }
@@ -43,6 +45,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         delivery,
         update_label,
         retention,
+        amqp_inbound,
     })
 }
 

@@ -27,7 +27,7 @@ pub use config::{database_in, Setup};
 pub use database::store_with_one_endpoint;
 pub use rabbitmq::{broker_url, unique, Consumed, Proxy, TestQueue};
 pub use receiver::{Arrival, Received, Receiver, Reply};
-pub use scenario::Scenario;
+pub use scenario::{Call, Scenario};
 pub use service::{spawn_app, ServiceProcess, TestApp};
 
 /// Bearer tokens configured on every service the tests start, one per role.

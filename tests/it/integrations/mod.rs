@@ -5,6 +5,8 @@
 //! - `cloudevents`: structured CloudEvents whose `data` is the exact body, signed as sent.
 //! - `rabbitmq`: the AMQP sink: routing keys, properties, order, and nothing lost while the
 //!   broker is unreachable; its dead letters are recovered like an HTTP endpoint's.
+//! - `inbound`: outcomes consumed from RabbitMQ: the document's flows as messages, dead
+//!   letters, order, a second instance, broker outages, kill -9 and a failing store.
 //! - `scenarios`: every document scenario through the AMQP sink and a CloudEvents endpoint at
 //!   once, checked exactly and snapshotted (`snapshots/`) for a person to review.
 //!
@@ -13,6 +15,7 @@
 
 mod cloudevents;
 mod feed;
+mod inbound;
 mod rabbitmq;
 mod scenarios;
 mod subscriptions;
