@@ -5,7 +5,7 @@
 //! - [`endpoint`]: the one `Endpoint` type, its checks, and the registry the writer keeps in
 //!   step with the database and the dispatcher sends by.
 //! - [`secret`]: `Secret`, a value that never shows itself.
-//! - [`store`]: SQLite; one group-committing writer thread, pooled readers, the outbox.
+//! - [`store`]: SQLite or PostgreSQL; one group-committing writer, pooled readers, the outbox.
 //! - [`delivery`]: the dispatcher that claims, signs, POSTs and retries deliveries.
 //! - [`api`]: the REST API on axum.
 //! - [`console`]: the review console, a page for reviewers and operators over that API.
@@ -80,9 +80,16 @@ pub async fn run(
         endpoints: settings.endpoints.clone(),
         delivery: (&settings.delivery).into(),
     };
-    let path = settings.store.sqlite_path.clone();
-    let store::Opened { store, writer } =
-        tokio::task::spawn_blocking(move || Store::open(&path, options)).await??;
+    let store::Opened { store, writer } = match &settings.store.postgres_url {
+        Some(url) => {
+            let target = store::PgTarget::for_listener(url.expose(), listener.local_addr()?);
+            Store::open_postgres(&target, options).await?
+        }
+        None => {
+            let path = settings.store.sqlite_path.clone();
+            tokio::task::spawn_blocking(move || Store::open(&path, options)).await??
+        }
+    };
     for e in &settings.endpoints {
         if let Destination::Amqp(a) = &e.destination {
             tracing::info!(endpoint = %e.id, url = %e.shown_url(), exchange = %a.exchange, "publishing to RabbitMQ");
@@ -104,7 +111,11 @@ pub async fn run(
         store: store.clone(),
         auth: Arc::new(api::Auth::new(settings.api.tokens.clone())),
     });
-    tracing::info!(listen = %listener.local_addr()?, db = %settings.store.sqlite_path.display(), endpoints = settings.endpoints.len(), "gbds-notifier serving");
+    let database = match &settings.store.postgres_url {
+        Some(_) => "PostgreSQL (store.postgres_url)".to_owned(),
+        None => settings.store.sqlite_path.display().to_string(),
+    };
+    tracing::info!(listen = %listener.local_addr()?, db = %database, endpoints = settings.endpoints.len(), "gbds-notifier serving");
     let served = api::serve(listener, app, &settings.api, shutdown).await;
 
     tracing::info!("shutting down: no new calls; finishing deliveries in flight");

@@ -7,7 +7,7 @@ use axum::Json;
 use serde::Serialize;
 
 use crate::domain::IdError;
-use crate::store::WriteError;
+use crate::store::{ReadError, WriteError};
 
 /// What a 503 asks the caller to wait before trying again.
 const RETRY_AFTER_SECONDS: &str = "5";
@@ -100,6 +100,15 @@ impl From<WriteError> for ApiError {
             WriteError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             WriteError::Unavailable(_) => ApiError::unavailable(message),
             WriteError::Internal(_) => ApiError::internal(message),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Unavailable(_) => ApiError::unavailable(e.to_string()),
+            ReadError::Internal(_) => ApiError::internal(e),
         }
     }
 }

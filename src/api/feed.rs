@@ -12,13 +12,13 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
-use super::request::{page_cursor, page_limit, query_keys};
+use super::request::{page_limit, query_keys};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::config::Role;
 use crate::domain::subscription::{OPERATIONS, STATUSES};
 use crate::domain::Tguid;
-use crate::store::{FeedFilter, FeedRow};
+use crate::store::{FeedCursor, FeedFilter, FeedRow};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/notifications", get(feed))
@@ -52,7 +52,14 @@ struct Page {
 fn filter(query: &HashMap<String, String>) -> Result<FeedFilter, ApiError> {
     const KEYS: &[&str] = &["after", "limit", "tguid", "operation", "status"];
     query_keys(query, KEYS)?;
-    let after = page_cursor(query, "after")?;
+    let after = match query.get("after") {
+        None => FeedCursor::default(),
+        Some(text) => FeedCursor::parse(text).ok_or_else(|| {
+            ApiError::invalid(format!(
+                "after {text:?} is not a cursor this service gave out (use 0 for the beginning)"
+            ))
+        })?,
+    };
     let limit = page_limit(query)?;
     let tguid = match query.get("tguid") {
         None => None,
@@ -80,7 +87,7 @@ fn filter(query: &HashMap<String, String>) -> Result<FeedFilter, ApiError> {
 fn item(row: FeedRow) -> Result<Item, ApiError> {
     let text = String::from_utf8(row.body).map_err(ApiError::internal)?;
     Ok(Item {
-        cursor: row.id.to_string(),
+        cursor: row.cursor.to_string(),
         tguid: row.tguid,
         seq: row.seq,
         webhook_id: row.webhook_id,
@@ -104,8 +111,8 @@ async fn feed(
         .readers
         .feed(filter)
         .await
-        .map_err(ApiError::internal)?;
-    let next_cursor = rows.last().map_or(after, |r| r.id).to_string();
+        .map_err(ApiError::from)?;
+    let next_cursor = rows.last().map_or(after, |r| r.cursor).to_string();
     let items = rows.into_iter().map(item).collect::<Result<_, _>>()?;
     Ok(Json(Page { items, next_cursor }))
 }
@@ -124,7 +131,7 @@ mod tests {
     #[test]
     fn no_parameters_read_from_the_beginning_a_hundred_at_a_time() {
         let f = filter(&q(&[])).unwrap();
-        assert_eq!((f.after, f.limit), (0, 100));
+        assert_eq!((f.after, f.limit), (FeedCursor::default(), 100));
         assert!(f.tguid.is_none() && f.operation.is_none() && f.status.is_none());
     }
 
@@ -138,7 +145,7 @@ mod tests {
             ("status", "OK"),
         ]))
         .unwrap();
-        assert_eq!((f.after, f.limit), (42, 1000));
+        assert_eq!((f.after.id, f.limit), (42, 1000));
         assert_eq!(f.tguid.as_deref(), Some("tg-1"));
         assert_eq!(f.operation.as_deref(), Some("TREAT_EXCEPTION"));
         assert_eq!(f.status.as_deref(), Some("OK"));

@@ -111,7 +111,7 @@ async fn list_deliveries(
         .readers
         .deliveries(filter)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     Ok(Json(DeliveryPage {
         items: rows
             .into_iter()
@@ -271,7 +271,7 @@ async fn list_endpoints(
         .readers
         .endpoints()
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     let items: Vec<EndpointOut> = rows.into_iter().map(EndpointOut::from).collect();
     Ok(Json(serde_json::json!({ "items": items })))
 }
@@ -282,7 +282,7 @@ async fn endpoint_by_id(app: &AppState, id: &str) -> Result<EndpointOut, ApiErro
         .readers
         .endpoints()
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     rows.into_iter()
         .find(|e| e.id == id)
         .map(EndpointOut::from)

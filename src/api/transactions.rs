@@ -467,7 +467,7 @@ async fn show(
         .readers
         .transaction(tguid.to_string())
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)?
     {
         Some(d) => Ok(Json(detail_out(d)?)),
         None => Err(ApiError::not_found(format!(
@@ -488,12 +488,7 @@ async fn queues(
             "unknown query parameter {k:?} (/v1/queues takes none)"
         )));
     }
-    let counts = app
-        .store
-        .readers
-        .queues()
-        .await
-        .map_err(ApiError::internal)?;
+    let counts = app.store.readers.queues().await.map_err(ApiError::from)?;
     Ok(Json(QueuesOut {
         items: counts
             .iter()
@@ -539,7 +534,7 @@ async fn list(
         .readers
         .list(state, operation, cursor, limit)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     Ok(Json(PageOut {
         items: page.items.iter().map(SummaryOut::from).collect(),
         next_cursor: page.next_cursor.map(|c| c.to_string()),

@@ -9,6 +9,11 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ("GBDS_LISTEN", "listen", EnvKind::Text),
     ("GBDS_STORE_SQLITE_PATH", "store.sqlite_path", EnvKind::Text),
     ("GBDS_STORE_SYNCHRONOUS", "store.synchronous", EnvKind::Text),
+    (
+        "GBDS_STORE_POSTGRES_URL",
+        "store.postgres_url",
+        EnvKind::Text,
+    ),
     ("GBDS_ENDPOINTS", "endpoints", EnvKind::Toml),
     ("GBDS_API_TOKENS", "api.tokens", EnvKind::Toml),
     (

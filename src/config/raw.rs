@@ -55,6 +55,8 @@ pub(super) struct RawRetention {
 pub(super) struct RawStore {
     pub sqlite_path: Option<PathBuf>,
     pub synchronous: Option<String>,
+    /// A PostgreSQL URL: the scale-out store, instead of the SQLite file.
+    pub postgres_url: Option<Secret>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -49,7 +49,11 @@ pub struct RetentionSettings {
 
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
+    /// The SQLite file; unused when `postgres_url` is set.
     pub sqlite_path: PathBuf,
+    /// The PostgreSQL database shared by every instance (CONTRACT §5), when set: the store
+    /// is PostgreSQL instead of the SQLite file. Its password is secret.
+    pub postgres_url: Option<Secret>,
     /// `synchronous = FULL` (default: every acknowledged call survives power loss) or `NORMAL`.
     pub synchronous_full: bool,
 }

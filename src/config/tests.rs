@@ -481,3 +481,38 @@ id = "rabbitmq"
     };
     assert_eq!(oauth(""), oauth(", client_auth = \"basic\""));
 }
+
+#[test]
+fn postgres_url_selects_postgresql_and_never_shows_its_password() {
+    let s = from_toml("[store]\npostgres_url = \"postgres://gbds:hunter2@127.0.0.1:5432/gbds\"")
+        .unwrap();
+    let url = s.store.postgres_url.as_ref().expect("postgres_url is read");
+    assert_eq!(url.expose(), "postgres://gbds:hunter2@127.0.0.1:5432/gbds");
+    assert!(!format!("{s:?}").contains("hunter2"));
+    let s = from_toml_env("", &[("GBDS_STORE_POSTGRES_URL", "postgres://x@h/db")]).unwrap();
+    assert!(s.store.postgres_url.is_some());
+    assert!(load(None, |_| None).unwrap().store.postgres_url.is_none());
+}
+
+#[test]
+fn postgres_url_and_sqlite_path_together_are_refused_naming_both() {
+    let both_in_file = "[store]\npostgres_url = \"postgres://x@h/db\"\nsqlite_path = \"n.db\"";
+    let one_each = from_toml_env(
+        "[store]\nsqlite_path = \"n.db\"",
+        &[("GBDS_STORE_POSTGRES_URL", "postgres://x@h/db")],
+    );
+    for refused in [from_toml(both_in_file), one_each] {
+        let e = refused.unwrap_err().to_string();
+        assert!(
+            e.contains("store.postgres_url") && e.contains("store.sqlite_path"),
+            "{e}"
+        );
+    }
+    let e = from_toml("[store]\npostgres_url = \"not a url\"")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("store.postgres_url: not a PostgreSQL URL"),
+        "{e}"
+    );
+}

@@ -57,40 +57,47 @@ pub(super) fn load(conn: &Connection, configured: &[Endpoint]) -> rusqlite::Resu
     })?;
     let mut endpoints = Vec::new();
     for row in rows {
-        let row = row?;
-        let endpoint = match Source::parse(&row.source) {
-            Some(Source::Config) => match configured.iter().find(|e| e.id == row.id) {
-                Some(e) => Ok(Endpoint {
-                    enabled: row.enabled,
-                    ..e.clone()
-                }),
-                None => Err("it is no longer in the configuration".to_owned()),
-            },
-            Some(Source::Api) => row.api_endpoint(),
-            None => Err(format!("its source {:?} is unknown", row.source)),
-        };
-        match endpoint {
-            Ok(e) => endpoints.push(e),
-            Err(why) => {
-                tracing::error!(endpoint = %row.id, %why, "stored endpoint is invalid; skipped")
-            }
-        }
+        endpoints.extend(row?.into_endpoint(configured));
     }
     Ok(endpoints)
 }
 
-/// An `endpoints` row, as `load` reads it.
-struct StoredEndpoint {
-    id: String,
-    source: String,
-    url: String,
-    secret: Option<String>,
-    subscriptions: Option<String>,
-    format: String,
-    enabled: bool,
+/// An `endpoints` row, as `load` reads it (from either database).
+pub(super) struct StoredEndpoint {
+    pub id: String,
+    pub source: String,
+    pub url: String,
+    pub secret: Option<String>,
+    pub subscriptions: Option<String>,
+    pub format: String,
+    pub enabled: bool,
 }
 
 impl StoredEndpoint {
+    /// The endpoint this row makes: a configured one as the configuration defines it (the
+    /// row adds whether it is enabled), an API one from the row. A row that cannot make one
+    /// is logged and gives none.
+    pub fn into_endpoint(self, configured: &[Endpoint]) -> Option<Endpoint> {
+        let endpoint = match Source::parse(&self.source) {
+            Some(Source::Config) => match configured.iter().find(|e| e.id == self.id) {
+                Some(e) => Ok(Endpoint {
+                    enabled: self.enabled,
+                    ..e.clone()
+                }),
+                None => Err("it is no longer in the configuration".to_owned()),
+            },
+            Some(Source::Api) => self.api_endpoint(),
+            None => Err(format!("its source {:?} is unknown", self.source)),
+        };
+        match endpoint {
+            Ok(e) => Some(e),
+            Err(why) => {
+                tracing::error!(endpoint = %self.id, %why, "stored endpoint is invalid; skipped");
+                None
+            }
+        }
+    }
+
     /// An endpoint created through the API: everything it is was checked before it was stored.
     fn api_endpoint(&self) -> Result<Endpoint, String> {
         let url = endpoint::parse_http_url(&self.url)?;

@@ -62,6 +62,21 @@ impl Leases {
         total.min(own)
     }
 
+    /// How many more deliveries `endpoint` may take once `taken_in_all` more leases (of which
+    /// `taken_here` for `endpoint`) are held than now: what a batch may still lease beside
+    /// what it already decided to.
+    pub fn room_beside(&self, endpoint: &str, taken_in_all: usize, taken_here: usize) -> usize {
+        let total = self
+            .limits
+            .max_in_flight
+            .saturating_sub(self.held.len() + taken_in_all);
+        let own = self
+            .limits
+            .endpoint_concurrency
+            .saturating_sub(self.busy.get(endpoint).copied().unwrap_or(0) + taken_here);
+        total.min(own)
+    }
+
     /// Takes a slot of `endpoint` for the delivery until `until`.
     pub fn hold(&mut self, id: i64, until: i64, endpoint: &str) {
         self.end(id);
@@ -145,6 +160,16 @@ mod tests {
         assert!(l.end(1));
         assert!(!l.end(1), "ending twice frees one slot");
         assert_eq!((l.room("a"), l.room("b")), (1, 1));
+    }
+
+    #[test]
+    fn room_beside_counts_what_a_batch_already_took() {
+        let mut l = leases(4, 2);
+        l.hold(1, 10, "a");
+        assert_eq!(l.room_beside("a", 0, 0), 1);
+        assert_eq!(l.room_beside("a", 1, 1), 0, "a has its two");
+        assert_eq!(l.room_beside("b", 2, 0), 1, "one slot left in all");
+        assert_eq!(l.room_beside("b", 3, 0), 0);
     }
 
     #[test]

@@ -1,12 +1,16 @@
-//! The SQLite store: one writer thread that owns the write connection and group-commits many
-//! calls per transaction, and reader connections for queries. Nothing is acknowledged before
-//! the commit that holds it.
+//! The store: one writer that group-commits many calls per transaction, and readers for
+//! queries. Nothing is acknowledged before the commit that holds it. SQLite (the embedded
+//! default: one writer thread owning the write connection) or PostgreSQL (`pg`: any number of
+//! instances on one database), chosen at open; the `Store` handle and its commands are the
+//! same for both.
 
 mod admin;
 mod decisions;
 mod endpoints;
 mod leases;
+pub mod pg;
 mod reader;
+mod readers;
 mod schema;
 mod sql;
 mod writer;
@@ -19,11 +23,14 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::domain::{Input, Operation, Refusal, State, Tguid};
 use crate::endpoint::{self, Endpoint, Publisher, Registry};
+use crate::health::Health;
 
+pub use pg::PgTarget;
 pub use reader::{
-    DeliveryFilter, DeliveryListRow, DeliveryRow, EndpointRow, FeedFilter, FeedRow,
-    NotificationRow, QueueCount, Readers, TransactionDetail, TransactionPage, TransitionRow,
+    DeliveryFilter, DeliveryListRow, DeliveryRow, EndpointRow, FeedCursor, FeedFilter, FeedRow,
+    NotificationRow, QueueCount, ReadError, TransactionDetail, TransactionPage, TransitionRow,
 };
+pub use readers::Readers;
 
 /// A transaction's headline, as the API returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,7 +62,8 @@ pub enum WriteError {
     #[error("{0}")]
     Conflict(String),
     /// The store cannot take writes for now (no space, its file gone, its server down); the
-    /// caller may try again later. Nothing was written.
+    /// caller may try again later. Nothing was written — except when the connection to the
+    /// server was lost during COMMIT, when the message says that the outcome is unknown.
     #[error("the store cannot take writes now: {0}")]
     Unavailable(String),
     #[error("storage error: {0}")]
@@ -303,6 +311,8 @@ pub struct Store {
     pub endpoints: Registry,
     /// Woken after a commit that made a delivery claimable (one not handed over).
     pub deliveries_ready: Arc<Notify>,
+    /// Whether the store takes writes (`Component::Store`), as the writer found it.
+    pub health: Health,
     /// Deliveries the writer leased as it committed them, for the dispatcher to send; taken
     /// once (`take_handoff`). Until then the writer hands nothing over and everything waits to
     /// be claimed.
@@ -359,7 +369,10 @@ impl Store {
         let endpoints = endpoints::sync(&mut conn, &options.endpoints)?;
         let publisher = Publisher::new(endpoints);
         let registry = publisher.registry();
-        let readers = Readers::new(path.to_owned(), options.synchronous_full);
+        let readers = Readers::Sqlite(reader::SqliteReaders::new(
+            path.to_owned(),
+            options.synchronous_full,
+        ));
         let (tx, rx) = mpsc::channel(4096);
         let notify = Arc::new(Notify::new());
         let (handed, deliveries) = mpsc::unbounded_channel();
@@ -375,9 +388,28 @@ impl Store {
                 readers,
                 endpoints: registry,
                 deliveries_ready: notify,
+                health: Health::new(),
                 handoff: Arc::new(std::sync::Mutex::new(Some(Handoff { deliveries, taken }))),
             },
             writer: handle,
+        })
+    }
+
+    /// Opens the PostgreSQL store shared by every instance (CONTRACT §5): connects, creates or
+    /// upgrades the schema (one instance at a time), records the configured endpoints, takes
+    /// back the leases this instance held before a restart, and starts the writer thread.
+    pub async fn open_postgres(target: &PgTarget, options: StoreOptions) -> anyhow::Result<Opened> {
+        let parts = pg::open(target, options).await?;
+        Ok(Opened {
+            store: Store {
+                commands: parts.commands,
+                readers: Readers::Postgres(parts.readers),
+                endpoints: parts.endpoints,
+                deliveries_ready: parts.deliveries_ready,
+                health: parts.health,
+                handoff: Arc::new(std::sync::Mutex::new(Some(parts.handoff))),
+            },
+            writer: parts.writer,
         })
     }
 

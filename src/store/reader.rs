@@ -1,5 +1,7 @@
-//! Read-only queries on their own connections (WAL lets them run beside the writer), run on
-//! tokio's blocking pool so that they never stall the async workers.
+//! Read-only queries of the SQLite store on their own connections (WAL lets them run beside
+//! the writer), run on tokio's blocking pool so that they never stall the async workers; and
+//! what every store's reads give: the row types, `ReadError`, and the feed's cursor (which on
+//! PostgreSQL carries the commit a notification belongs to).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -11,7 +13,7 @@ use crate::domain::{Operation, State};
 
 /// A pool of read connections, opened on demand and reused.
 #[derive(Clone)]
-pub struct Readers {
+pub struct SqliteReaders {
     path: Arc<PathBuf>,
     idle: Arc<Mutex<Vec<Connection>>>,
 }
@@ -98,7 +100,7 @@ fn summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TxSummary> {
     })
 }
 
-impl Readers {
+impl SqliteReaders {
     pub(super) fn new(path: PathBuf, _synchronous_full: bool) -> Self {
         Self {
             path: Arc::new(path),
@@ -346,7 +348,7 @@ pub struct EndpointRow {
     pub format: String,
 }
 
-impl Readers {
+impl SqliteReaders {
     pub async fn deliveries(
         &self,
         filter: DeliveryFilter,
@@ -433,7 +435,9 @@ impl Readers {
 /// One notification of the pull feed.
 #[derive(Debug, Clone)]
 pub struct FeedRow {
-    /// `notifications.id`: the feed's cursor.
+    /// Where the feed continues after it.
+    pub cursor: FeedCursor,
+    /// `notifications.id`.
     pub id: i64,
     pub tguid: String,
     pub seq: i64,
@@ -448,14 +452,14 @@ pub struct FeedRow {
 /// operation or status, at most `limit`.
 #[derive(Debug, Clone, Default)]
 pub struct FeedFilter {
-    pub after: i64,
+    pub after: FeedCursor,
     pub limit: usize,
     pub tguid: Option<String>,
     pub operation: Option<String>,
     pub status: Option<String>,
 }
 
-impl Readers {
+impl SqliteReaders {
     /// Notifications in commit order. Ids are assigned by the single writer inside its
     /// transactions and never reused (AUTOINCREMENT), so a reader never sees an id before a
     /// smaller one: a consumer that resumes after the last id it read misses nothing.
@@ -470,7 +474,7 @@ impl Readers {
             )?
             .query_map(
                 params![
-                    filter.after,
+                    filter.after.id,
                     filter.tguid,
                     filter.operation,
                     filter.status,
@@ -478,6 +482,10 @@ impl Readers {
                 ],
                 |r| {
                     Ok(FeedRow {
+                        cursor: FeedCursor {
+                            commit: 0,
+                            id: r.get(0)?,
+                        },
                         id: r.get(0)?,
                         tguid: r.get(1)?,
                         seq: r.get(2)?,
@@ -492,5 +500,87 @@ impl Readers {
             .collect()
         })
         .await
+    }
+}
+
+/// Why a read failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The database cannot be reached now; the same read may succeed later.
+    #[error("the store cannot be read now: {0}")]
+    Unavailable(String),
+    #[error("storage error: {0}")]
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for ReadError {
+    fn from(e: rusqlite::Error) -> Self {
+        ReadError::Internal(e.to_string())
+    }
+}
+
+/// A position in the pull feed. On SQLite, ids are commit order (one writer, ids never
+/// reused) and `commit` is 0; on PostgreSQL, `commit` is the id of the database transaction
+/// that wrote the notification (`xid8`), by which the feed is ordered first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedCursor {
+    pub commit: i64,
+    pub id: i64,
+}
+
+impl FeedCursor {
+    /// `"<id>"` or `"<commit>.<id>"`, both numbers not negative.
+    pub fn parse(text: &str) -> Option<Self> {
+        let number = |t: &str| {
+            t.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0 && t.bytes().all(|b| b.is_ascii_digit()))
+        };
+        match text.split_once('.') {
+            None => Some(FeedCursor {
+                commit: 0,
+                id: number(text)?,
+            }),
+            Some((commit, id)) => Some(FeedCursor {
+                commit: number(commit)?,
+                id: number(id)?,
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for FeedCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.commit == 0 {
+            write!(f, "{}", self.id)
+        } else {
+            write!(f, "{}.{}", self.commit, self.id)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_feed_cursor_reads_back_as_it_was_written() {
+        for cursor in [
+            FeedCursor { commit: 0, id: 0 },
+            FeedCursor { commit: 0, id: 42 },
+            FeedCursor {
+                commit: 7_000_000_001,
+                id: 9,
+            },
+        ] {
+            assert_eq!(FeedCursor::parse(&cursor.to_string()), Some(cursor));
+        }
+        assert_eq!(
+            FeedCursor::parse("3").map(|c| c.to_string()),
+            Some("3".into())
+        );
+        for bad in ["", "-1", "x", "1.", ".1", "1.2.3", "+4", "1.-2"] {
+            assert_eq!(FeedCursor::parse(bad), None, "{bad:?}");
+        }
     }
 }

@@ -14,6 +14,8 @@
 //! - `integrations`: subscriptions, the pull feed, CloudEvents and RabbitMQ, with snapshots
 //!   of every document scenario's renderings.
 //! - `console`: the review console's API, and its page in headless Chromium.
+//! - `scale_out`: several instances on one PostgreSQL database (`GBDS_TEST_STORE=postgres`):
+//!   racing calls, the head race, kill -9, an outage, the feed in commit order.
 //! - `security`: signatures during a secret rotation, authentication towards endpoints, the
 //!   API's tokens and roles, hostile clients, and property-based fuzzing.
 
@@ -22,6 +24,7 @@ mod delivery;
 mod harness;
 mod integrations;
 mod refusals;
+mod scale_out;
 mod scenarios;
 mod security;
 mod states;

@@ -61,6 +61,21 @@ fn listen(text: Option<&str>) -> Result<SocketAddr, ConfigError> {
 }
 
 fn store(raw: RawStore) -> Result<StoreSettings, ConfigError> {
+    if raw.postgres_url.is_some() && raw.sqlite_path.is_some() {
+        return err(
+            "store.postgres_url",
+            "store.postgres_url and store.sqlite_path are both set (in the file or through \
+             GBDS_STORE_POSTGRES_URL / GBDS_STORE_SQLITE_PATH); set only one: PostgreSQL or SQLite",
+        );
+    }
+    if let Some(url) = &raw.postgres_url {
+        if let Err(e) = url.expose().parse::<tokio_postgres::Config>() {
+            return err(
+                "store.postgres_url",
+                format!("not a PostgreSQL URL such as \"postgres://user@host:5432/db\": {e}"),
+            );
+        }
+    }
     let synchronous_full = match raw.synchronous.as_deref() {
         None => defaults::SYNCHRONOUS_FULL,
         Some("FULL" | "full") => true,
@@ -77,6 +92,7 @@ fn store(raw: RawStore) -> Result<StoreSettings, ConfigError> {
             .sqlite_path
             .unwrap_or_else(|| PathBuf::from(defaults::SQLITE_PATH)),
         synchronous_full,
+        postgres_url: raw.postgres_url,
     })
 }
 

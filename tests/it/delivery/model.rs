@@ -192,7 +192,7 @@ struct ModelTx {
 
 async fn check(script: Vec<(usize, Action)>) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
-    let opened = crate::harness::store_with_one_endpoint(&dir.path().join("m.db"));
+    let opened = crate::harness::store_with_one_endpoint(&dir.path().join("m.db")).await;
     let store = opened.store;
     let table = contract();
     let mut model: HashMap<usize, ModelTx> = HashMap::new();

@@ -261,7 +261,7 @@ async fn an_endpoint_failing_longer_than_disable_after_is_disabled_and_a_success
     use gbds_notifier::store::{Completion, InputRequest};
 
     let dir = tempfile::tempdir().unwrap();
-    let opened = store_with_one_endpoint(&dir.path().join("n.db"));
+    let opened = store_with_one_endpoint(&dir.path().join("n.db")).await;
     let store = opened.store;
     for t in ["tg-a", "tg-b"] {
         let tguid = Tguid::parse(t).unwrap();

@@ -14,7 +14,8 @@ pub const TEST_RETRY_SCHEDULE: &[&str] = &[
     "50ms", "100ms", "200ms", "300ms", "400ms", "500ms", "500ms", "500ms", "500ms",
 ];
 
-/// The database file of a service started in `dir`.
+/// The database of a service started in `dir`: its SQLite file, or the path that names its
+/// PostgreSQL database (`postgres`).
 pub fn database_in(dir: &Path) -> PathBuf {
     dir.join("notifier.db")
 }
@@ -72,10 +73,12 @@ impl Setup {
 
     /// The configuration file's text for a service on `listen` and `db`.
     pub fn toml(&self, listen: SocketAddr, db: &Path, receiver_url: &str) -> String {
-        let mut base = format!(
-            "listen = \"{listen}\"\n\n[store]\nsqlite_path = {:?}\n",
-            db.display().to_string()
-        );
+        let store = if super::postgres::enabled() {
+            format!("postgres_url = {:?}", super::postgres::url_for(db))
+        } else {
+            format!("sqlite_path = {:?}", db.display().to_string())
+        };
+        let mut base = format!("listen = \"{listen}\"\n\n[store]\n{store}\n");
         if self.tokens_and_delivery {
             let schedule = TEST_RETRY_SCHEDULE
                 .iter()

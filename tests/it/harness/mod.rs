@@ -8,13 +8,16 @@
 //! - `api`: a REST client (`Api`) and the assertions on answers (`Answer`);
 //! - `scenario`: the document scenarios of `fixtures/scenarios`;
 //! - `rabbitmq`: the broker on 127.0.0.1:5672, test queues and a proxy the test can cut;
-//! - `database`: the store opened directly, without the service around it.
+//! - `database`: the store opened directly, without the service around it;
+//! - `postgres`: with `GBDS_TEST_STORE=postgres`, a PostgreSQL database of its own for every
+//!   service (instead of a SQLite file), dropped after its test.
 //!
 //! Waits poll or watch against a deadline; nothing sleeps a fixed time for a result.
 
 mod api;
 mod config;
 mod database;
+pub mod postgres;
 mod rabbitmq;
 mod receiver;
 mod scenario;
@@ -24,7 +27,7 @@ use std::time::{Duration, Instant};
 
 pub use api::{Answer, Api, Detail, FeedItem};
 pub use config::{database_in, Setup};
-pub use database::store_with_one_endpoint;
+pub use database::{execute_sql, store_with_one_endpoint};
 pub use rabbitmq::{broker_url, unique, Consumed, Proxy, TestQueue};
 pub use receiver::{Arrival, Received, Receiver, Reply};
 pub use scenario::{Call, Scenario};

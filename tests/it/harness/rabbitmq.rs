@@ -206,18 +206,28 @@ impl TestQueue {
     }
 }
 
-/// A TCP proxy to the broker on a port of its own, which the test opens and cuts: the service's
-/// connection to "the broker" fails while the broker itself is left alone.
+/// A TCP proxy to a server (the broker, or PostgreSQL) on a port of its own, which the test
+/// opens and cuts: the service's connection to "the server" fails while the server itself is
+/// left alone.
 pub struct Proxy {
     pub port: u16,
+    /// Where it forwards to.
+    target: &'static str,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Proxy {
-    /// A port nobody listens on yet; the sink pointed there is refused until `open`.
+    /// A port nobody listens on yet, to the broker; the sink pointed there is refused until
+    /// `open`.
     pub fn closed() -> Proxy {
+        Proxy::closed_to(BROKER)
+    }
+
+    /// A port nobody listens on yet, forwarding to `target` once open.
+    pub fn closed_to(target: &'static str) -> Proxy {
         Proxy {
             port: free_port(),
+            target,
             task: None,
         }
     }
@@ -226,10 +236,13 @@ impl Proxy {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
-    /// Starts forwarding connections on the port to the broker.
+    /// Starts forwarding connections on the port to its target.
     pub async fn open(&mut self) {
         assert!(self.task.is_none(), "the proxy is already open");
-        broker_url().await;
+        if self.target == BROKER {
+            broker_url().await;
+        }
+        let target = self.target;
         let listener = TcpListener::bind(("127.0.0.1", self.port))
             .await
             .expect("the proxy port is free again");
@@ -240,7 +253,7 @@ impl Proxy {
                     continue;
                 };
                 links.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(BROKER).await {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });

@@ -177,14 +177,11 @@ async fn a_cursor_stays_valid_after_retention_deleted_every_notification_it_had_
 
     // What the retention job does to delivered transactions, done to everything at once.
     let dir = app.stop().await;
-    {
-        let db = rusqlite::Connection::open(crate::harness::database_in(dir.path())).unwrap();
-        db.execute_batch(
-            "DELETE FROM deliveries; DELETE FROM notifications; DELETE FROM transitions;
-             DELETE FROM transactions;",
-        )
-        .unwrap();
-    }
+    crate::harness::execute_sql(
+        &crate::harness::database_in(dir.path()),
+        "DELETE FROM deliveries; DELETE FROM notifications; DELETE FROM transitions;
+         DELETE FROM transactions;",
+    );
     let app = super::start_in(dir, "").await;
     let fresh = Scenario::named("search_match");
     fresh.run(&app.api, "tg-new").await;
