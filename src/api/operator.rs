@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::error::ApiError;
-use super::request::{page_cursor, page_limit, parse_json, query_keys, read_body};
+use super::request::{page_cursor, page_limit, parse_json, query_keys, read_body, PathParam};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::config::Role;
@@ -142,7 +142,7 @@ impl From<crate::store::AdminDone> for Json<Affected> {
 
 async fn retry_delivery(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     headers: HeaderMap,
 ) -> Result<Json<Affected>, ApiError> {
     app.auth.check(&headers, OPERATORS)?;
@@ -162,7 +162,7 @@ struct RecoverRequest {
 
 async fn recover(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Affected>, ApiError> {
@@ -196,7 +196,7 @@ struct RenotifyRequest {
 
 async fn renotify(
     State(app): State<AppState>,
-    Path(raw_tguid): Path<String>,
+    PathParam(raw_tguid): PathParam,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Affected>, ApiError> {
@@ -420,7 +420,7 @@ impl UpdateEndpoint {
 
 async fn update_endpoint(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<EndpointOut>, ApiError> {
@@ -440,7 +440,7 @@ async fn update_endpoint(
 
 async fn delete_endpoint(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
     headers: HeaderMap,
 ) -> Result<Json<Affected>, ApiError> {
     app.auth.check(&headers, ADMINS)?;

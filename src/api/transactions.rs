@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 
 use super::error::ApiError;
 use super::operator::DeliveryOut;
-use super::request::{page_cursor, page_limit, parse_json, query_keys, read_body};
+use super::request::{page_cursor, page_limit, parse_json, query_keys, read_body, PathParam};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::config::Role;
@@ -358,7 +358,7 @@ async fn register(
 
 async fn event(
     State(app): State<AppState>,
-    Path(raw_tguid): Path<String>,
+    PathParam(raw_tguid): PathParam,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<EventOut>, ApiError> {
@@ -373,7 +373,7 @@ async fn event(
 
 async fn review(
     State(app): State<AppState>,
-    Path(raw_tguid): Path<String>,
+    PathParam(raw_tguid): PathParam,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<EventOut>, ApiError> {
@@ -396,7 +396,7 @@ async fn review(
 
 async fn treatment(
     State(app): State<AppState>,
-    Path(raw_tguid): Path<String>,
+    PathParam(raw_tguid): PathParam,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<EventOut>, ApiError> {
@@ -457,7 +457,7 @@ const ANY_ROLE: &[Role] = &[Role::Ingest, Role::Review];
 
 async fn show(
     State(app): State<AppState>,
-    Path(raw_tguid): Path<String>,
+    PathParam(raw_tguid): PathParam,
     headers: HeaderMap,
 ) -> Result<Json<DetailOut>, ApiError> {
     app.auth.check(&headers, ANY_ROLE)?;

@@ -593,6 +593,8 @@ async fn malformed_tguids_are_422_in_the_body_and_in_the_path() {
         "tg%201".to_owned(),
         "tg-%C3%B1".to_owned(),
         "tg%2F1".to_owned(),
+        // Not UTF-8 once decoded: still the JSON 422, never the router's plain-text 400.
+        "tg-%FF%FE".to_owned(),
     ] {
         rows.extend([
             event(&bad, json!({"type": "ENROLLED"})),
@@ -633,6 +635,7 @@ async fn a_missing_or_wrong_token_beats_every_other_refusal() {
             raw("/v1/transactions", token, register_body_of(TWO_MB + 1)),
             post(path("tg-1", "events"), token, json!({"type": "FAILED"})),
             post(path("tg%201", "review"), token, json!({"decision": "NOPE"})),
+            post(path("%FF%FE", "events"), token, json!({"type": "ENROLLED"})),
         ]);
     }
     refuse_all(&app, each_is(rows, 401, "unauthorized")).await;
