@@ -81,8 +81,8 @@ async fn a_410_disables_the_endpoint_and_enabling_it_sends_its_backlog_in_order(
         .await
         .ok(200);
     api.enroll("tg-gone-2", "FAILED").await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // watching for what must not happen
-    assert_eq!(rx.all().len(), 1, "a disabled endpoint gets nothing");
+    // The receiver still answers 410: a POST while the endpoint is disabled would show up
+    // below as a second 410 and as an attempt too many in the store.
     assert_eq!(api.endpoint("test").await["backlog"], 4);
 
     rx.answer_with(200);
@@ -98,6 +98,7 @@ async fn a_410_disables_the_endpoint_and_enabling_it_sends_its_backlog_in_order(
         h.iter().filter(|h| h.acknowledged()).count() == 4
     })
     .await;
+    app.api.settled().await;
     assert_eq!(
         rx.delivered("tg-gone"),
         vec![
@@ -110,6 +111,17 @@ async fn a_410_disables_the_endpoint_and_enabling_it_sends_its_backlog_in_order(
         rx.delivered("tg-gone-2"),
         vec![status_body("ENROLL", "tg-gone-2", "FAILED")]
     );
+    let gone: Vec<u16> = rx.all().iter().map(|h| h.status).collect();
+    assert_eq!(gone, [410, 200, 200, 200, 200], "a disabled endpoint gets nothing");
+    // Attempts as the store counts them: the first notification's 410 and its success; every
+    // other one sent once, after the endpoint was enabled.
+    let mut attempts = Vec::new();
+    for t in ["tg-gone", "tg-gone-2"] {
+        for n in api.recorded(t).await.notifications {
+            attempts.push(n.deliveries[0]["attempts"].as_i64().expect("attempts"));
+        }
+    }
+    assert_eq!(attempts, [2, 1, 1, 1]);
 }
 
 #[tokio::test]
@@ -238,23 +250,35 @@ async fn a_failing_transaction_does_not_hold_up_other_transactions_to_the_same_e
         }
     });
     app.api.enroll("tg-stuck", "ENROLLED").await;
+    // Registered after tg-stuck: each of these comes after a notification that is failing.
     for i in 0..20 {
         app.api.enroll(&format!("tg-free-{i}"), "ENROLLED").await;
     }
-    rx.wait_until("the 20 others", |h| {
-        h.iter().filter(|h| h.acknowledged()).count() == 20
-    })
-    .await;
+    let got = rx
+        .wait_until("the 20 others, and tg-stuck tried twice", |h| {
+            h.iter().filter(|h| h.acknowledged()).count() == 20
+                && h.iter().filter(|h| h.status == 503).count() >= 2
+        })
+        .await;
     assert!(rx.delivered("tg-stuck").is_empty());
+    assert!(got
+        .iter()
+        .filter(|h| h.status == 503)
+        .all(|h| h.tguid().as_deref() == Some("tg-stuck")));
+    let stuck = app.api.first_delivery("tg-stuck").await;
+    assert_eq!(stuck["status"], "pending", "{stuck}");
+    assert_eq!(stuck["last_status"], 503, "{stuck}");
 }
 
 #[tokio::test]
 async fn a_slow_endpoint_does_not_hold_up_another_endpoint() {
+    // The slow receiver answers nothing until the test releases it: its endpoint's two slots
+    // stay taken for as long as the test looks.
     let slow = Receiver::start().await;
-    slow.hold_answers_for(Duration::from_secs(2));
+    slow.hold_until_released();
     let fast = Receiver::start().await;
     let extra = format!(
-        "[delivery]\nendpoint_concurrency = 2\nrequest_timeout = \"10s\"\nlease = \"30s\"\n\n\
+        "[delivery]\nendpoint_concurrency = 2\nrequest_timeout = \"60s\"\nlease = \"120s\"\n\n\
          [[endpoints]]\nid = \"slow\"\nurl = \"{}\"\n\n[[endpoints]]\nid = \"fast\"\nurl = \"{}\"\n",
         slow.url, fast.url
     );
@@ -262,10 +286,20 @@ async fn a_slow_endpoint_does_not_hold_up_another_endpoint() {
     for i in 0..40 {
         app.api.enroll(&format!("tg-both-{i}"), "ENROLLED").await;
     }
-    fast.wait_until_within("all 40 at the fast endpoint", Duration::from_secs(5), |h| {
-        h.len() == 40
+    fast.wait_until("all 40 at the fast endpoint", |h| {
+        h.iter().filter(|h| h.acknowledged()).count() == 40
     })
     .await;
-    let answered = slow.all().iter().filter(|h| h.answered).count();
-    assert!(answered <= 4, "the slow one took {answered} already");
+    let held = slow
+        .wait_until("the slow endpoint's two slots taken", |h| h.len() == 2)
+        .await;
+    assert!(
+        held.iter().all(|h| !h.answered),
+        "the slow endpoint answered nothing meanwhile: {held:?}"
+    );
+    slow.release();
+    slow.wait_until("all 40 at the slow endpoint once it answers", |h| {
+        h.iter().filter(|h| h.acknowledged()).count() == 40
+    })
+    .await;
 }

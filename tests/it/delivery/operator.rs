@@ -222,7 +222,14 @@ async fn endpoints_can_be_added_changed_and_removed_at_runtime_beside_the_config
         h.iter().any(|h| h.tguid().as_deref() == Some("tg-gone"))
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A deleted endpoint gets no delivery row, so nothing can ever be sent to it.
+    let gone = api.recorded("tg-gone").await;
+    let to: Vec<&serde_json::Value> = gone.notifications[0]
+        .deliveries
+        .iter()
+        .map(|d| &d["endpoint"])
+        .collect();
+    assert_eq!(to, ["test"]);
     assert!(other.delivered("tg-gone").is_empty());
 }
 
@@ -320,11 +327,17 @@ async fn an_endpoint_failing_longer_than_disable_after_is_disabled_and_a_success
         gbds_notifier::jobs::run_endpoint_health(&store, Duration::from_secs(3600)).await,
         0
     );
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    assert_eq!(
-        gbds_notifier::jobs::run_endpoint_health(&store, Duration::from_millis(1)).await,
-        1
-    );
+    // Once a millisecond has passed since the failure, it is disabled (0 until then).
+    eventually("the endpoint failing for longer than 1 ms", async || {
+        match gbds_notifier::jobs::run_endpoint_health(&store, Duration::from_millis(1)).await {
+            0 => None,
+            n => {
+                assert_eq!(n, 1, "one endpoint to disable");
+                Some(())
+            }
+        }
+    })
+    .await;
     let e = &store.readers.endpoints().await.unwrap()[0];
     assert!(!e.enabled);
     assert!(
@@ -344,22 +357,13 @@ async fn an_endpoint_failing_longer_than_disable_after_is_disabled_and_a_success
 
 #[tokio::test]
 async fn a_delivery_being_attempted_cannot_be_retried_by_an_operator() {
-    // The receiver holds the first POST: the delivery stays in flight (leased) meanwhile.
-    let app = spawn_app("").await;
+    // The receiver holds the POST until the test releases it: the delivery stays in flight
+    // (leased) meanwhile, however long the calls below take.
+    let app = spawn_app("[delivery]\nrequest_timeout = \"60s\"\nlease = \"120s\"\n").await;
     let (api, rx) = (&app.api, &app.receiver);
-    rx.script(|r| Reply {
-        delay: if r.attempt == 1 {
-            Duration::from_secs(2)
-        } else {
-            Duration::ZERO
-        },
-        ..Reply::ok()
-    });
+    rx.hold_until_released();
     api.enroll("tg-held", "ENROLLED").await;
-    eventually("the POST to arrive", async || {
-        (rx.all().len() == 1).then_some(())
-    })
-    .await;
+    rx.wait_until("the POST to arrive", |h| h.len() == 1).await;
     let pending = api
         .get("/v1/deliveries?status=pending", Some(ADMIN))
         .await
@@ -376,7 +380,10 @@ async fn a_delivery_being_attempted_cannot_be_retried_by_an_operator() {
         .refused(409, "conflict");
     assert!(message.contains("being attempted"), "{message}");
     // The held POST then completes as any other: delivered once.
+    rx.release();
     rx.wait_until("the held POST", |h| h.len() == 1 && h[0].answered)
         .await;
+    rx.assert_quiet().await;
     assert_eq!(rx.delivered("tg-held").len(), 1);
+    assert_eq!(api.first_delivery("tg-held").await["attempts"], 1);
 }

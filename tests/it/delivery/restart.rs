@@ -9,7 +9,6 @@ use serde_json::json;
 
 use crate::harness::{
     latent_body, spawn_app, status_body, treated_body, Api, Received, Receiver, ServiceProcess,
-    QUIET,
 };
 
 /// Retries stay frequent but the schedule does not run out while the receiver is down.
@@ -370,7 +369,7 @@ url = "{}"
             last = Some(d);
             break;
         }
-        tokio::time::sleep(QUIET / 10).await;
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
     }
     let d = last.expect("the second endpoint's delivery is shown delivered");
     assert!(

@@ -222,6 +222,44 @@ impl Api {
             .unwrap_or(Value::Null)
     }
 
+    /// The enabled endpoints that `which` picks and that still have deliveries pending, as
+    /// "id: backlog" (a pending delivery for a disabled endpoint is not sent until it is
+    /// enabled, so it is not owed).
+    pub async fn owed(&self, which: impl Fn(&Value) -> bool) -> Vec<String> {
+        let list = self.get("/v1/endpoints", Some(ADMIN)).await.ok(200);
+        list["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .filter(|e| which(e))
+            .filter(|e| e["enabled"] == true && e["active"] == true)
+            .filter(|e| e["backlog"].as_i64() != Some(0))
+            .map(|e| format!("{}: {}", e["id"], e["backlog"]))
+            .collect()
+    }
+
+    /// Waits until no enabled endpoint has a delivery pending: everything the service will
+    /// send on its own has been sent.
+    pub async fn settled(&self) {
+        self.settled_within(DEADLINE).await;
+    }
+
+    /// `settled`, with a limit of its own (for a large backlog).
+    pub async fn settled_within(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let owed = self.owed(|_| true).await;
+            if owed.is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still owed after {limit:?}: {owed:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Everything a refused call must leave as it was: every transaction with its operation,
     /// state, last change, number of transitions and the webhook-ids of its notifications.
     /// (Delivery progress is left out: it moves on its own.)

@@ -14,9 +14,14 @@ use super::postgres;
 /// database it names) with one configured endpoint, `e`, that nothing sends to: deliveries are
 /// made and wait for a claim.
 pub async fn store_with_one_endpoint(path: &Path) -> Opened {
+    store_with_label(path, UpdateLabel::Enroll).await
+}
+
+/// `store_with_one_endpoint`, labelling UPDATE transactions' notifications `update_label`.
+pub async fn store_with_label(path: &Path, update_label: UpdateLabel) -> Opened {
     let options = StoreOptions {
         synchronous_full: false,
-        update_label: UpdateLabel::Enroll,
+        update_label,
         endpoints: vec![Endpoint::http("e", "http://127.0.0.1:9/".parse().unwrap())],
         delivery: Default::default(),
     };

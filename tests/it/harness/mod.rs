@@ -12,7 +12,9 @@
 //! - `postgres`: with `GBDS_TEST_STORE=postgres`, a PostgreSQL database of its own for every
 //!   service (instead of a SQLite file), dropped after its test.
 //!
-//! Waits poll or watch against a deadline; nothing sleeps a fixed time for a result.
+//! Waits poll or watch against a deadline; nothing sleeps a fixed time for a result, and
+//! "nothing more arrives" is read from the service's record (no delivery left pending), never
+//! from a quiet window.
 
 mod api;
 mod config;
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 
 pub use api::{Answer, Api, Detail, FeedItem};
 pub use config::{database_in, Setup};
-pub use database::{execute_sql, store_with_one_endpoint};
+pub use database::{execute_sql, store_with_label, store_with_one_endpoint};
 pub use rabbitmq::{broker_url, unique, Consumed, Proxy, TestQueue};
 pub use receiver::{Arrival, Received, Receiver, Reply};
 pub use scenario::{Call, Scenario};
@@ -40,10 +42,6 @@ pub const REVIEW: &str = "t-review";
 
 /// Longest a test waits for something that should happen (only a guard against hanging).
 pub const DEADLINE: Duration = Duration::from_secs(30);
-
-/// How long a test watches for something that must NOT happen, after the last expected thing
-/// arrived. Deliveries go out within milliseconds, so this is ample.
-pub const QUIET: Duration = Duration::from_millis(400);
 
 /// Polls `check` until it gives a value, or panics after `DEADLINE` naming what was awaited.
 pub async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {

@@ -14,7 +14,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::net::TcpListener;
 
-use super::{free_port, DEADLINE, QUIET};
+use super::{free_port, Api, DEADLINE};
 
 /// The broker every test uses (guest/guest on the default vhost).
 pub const BROKER: &str = "127.0.0.1:5672";
@@ -167,8 +167,10 @@ impl TestQueue {
         }
     }
 
-    /// Waits until at least `n` messages were read, then watches a moment for more.
-    pub async fn wait_for(&mut self, n: usize) -> Vec<Consumed> {
+    /// Waits until at least `n` messages were read and `service` has nothing left to publish
+    /// (a sink's delivery is done only once the broker confirmed the message), then takes what
+    /// else is in the queue.
+    pub async fn wait_for(&mut self, service: &Api, n: usize) -> Vec<Consumed> {
         let deadline = Instant::now() + DEADLINE;
         loop {
             self.pull().await;
@@ -183,7 +185,7 @@ impl TestQueue {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        tokio::time::sleep(QUIET).await;
+        service.settled().await;
         self.pull().await;
         self.got.clone()
     }

@@ -1,10 +1,16 @@
 //! A real HTTP server on 127.0.0.1 that records every request it gets (headers and the raw
 //! body bytes, how many times that body came before, when it came) and answers as the test
 //! says: a standing status and hold the test can change at any time, or a script deciding
-//! each answer from the request.
+//! each answer from the request; a gate the test closes holds every answer until it opens it.
+//!
+//! "Nothing more arrives" is decided by the service's own record, not by a quiet window: each
+//! receiver knows the services whose configuration names its port (`serves`), and it is
+//! settled once none of them has a delivery pending for an enabled endpoint at that port. A
+//! delivery stops being pending only after its POST was answered, and the receiver records a
+//! POST before it answers, so by then every POST that will ever come has been recorded.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -16,7 +22,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
-use super::{DEADLINE, QUIET};
+use super::{eventually, Api, DEADLINE};
 
 /// What to answer to one request.
 #[derive(Clone, Debug)]
@@ -119,6 +125,27 @@ struct Shared {
     arrivals: watch::Sender<usize>,
     /// Bumped on every arrival and every answer sent.
     changes: watch::Sender<u64>,
+    /// Whether answers may go out (`hold_until_released`).
+    gate: watch::Sender<bool>,
+    port: u16,
+    /// The services configured with an endpoint at this receiver, latest last.
+    services: Mutex<Vec<Api>>,
+}
+
+/// Every receiver alive in this process, so that a service started later finds the ones its
+/// configuration names.
+static RECEIVERS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
+
+/// Tells every live receiver whose port `config` names (as `:<port>/`) that `api` is a service
+/// that may deliver to it.
+pub(super) fn serves(config: &str, api: &Api) {
+    let mut all = RECEIVERS.lock().expect("receivers");
+    all.retain(|w| w.strong_count() > 0);
+    for shared in all.iter().filter_map(Weak::upgrade) {
+        if config.contains(&format!(":{}/", shared.port)) {
+            shared.services.lock().expect("services").push(api.clone());
+        }
+    }
 }
 
 /// The recording receiver; it answers 200 until told otherwise.
@@ -145,6 +172,8 @@ async fn record(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
         }),
         None => s.standing.lock().expect("standing answer").clone(),
     };
+    let mut gate = s.gate.subscribe();
+    let held = !reply.delay.is_zero() || !*gate.borrow_and_update();
     let index = {
         let mut log = s.log.lock().expect("receiver log");
         log.push(Received {
@@ -153,13 +182,14 @@ async fn record(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -
             body,
             attempt,
             status: reply.status,
-            answered: reply.delay.is_zero(),
+            answered: !held,
         });
         log.len() - 1
     };
     s.arrivals.send_modify(|n| *n += 1);
     s.changes.send_modify(|n| *n += 1);
-    if !reply.delay.is_zero() {
+    if held {
+        let _ = gate.wait_for(|open| *open).await;
         tokio::time::sleep(reply.delay).await;
         s.log.lock().expect("receiver log")[index].answered = true;
         s.changes.send_modify(|n| *n += 1);
@@ -194,7 +224,14 @@ impl Receiver {
             attempts: Mutex::default(),
             arrivals: watch::channel(0).0,
             changes: watch::channel(0).0,
+            gate: watch::channel(true).0,
+            port: addr.port(),
+            services: Mutex::default(),
         });
+        RECEIVERS
+            .lock()
+            .expect("receivers")
+            .push(Arc::downgrade(&shared));
         let (shutdown, stop) = oneshot::channel::<()>();
         let app = Router::new().fallback(record).with_state(shared.clone());
         tokio::spawn(async move {
@@ -219,6 +256,16 @@ impl Receiver {
     /// From now on, record each request at once but answer it only after `hold`.
     pub fn hold_answers_for(&self, hold: Duration) {
         self.shared.standing.lock().expect("standing answer").delay = hold;
+    }
+
+    /// From now on, record each request at once and hold its answer until `release`.
+    pub fn hold_until_released(&self) {
+        self.shared.gate.send_replace(false);
+    }
+
+    /// Sends the answers held since `hold_until_released`, and answers at once again.
+    pub fn release(&self) {
+        self.shared.gate.send_replace(true);
     }
 
     /// From now on, answer each request as `script` decides (instead of the standing answer).
@@ -290,23 +337,54 @@ impl Receiver {
         .await
     }
 
-    /// Waits until at least `n` requests arrived, then watches `QUIET` for more; returns all.
+    /// Waits until at least `n` requests arrived and nothing more is owed to this receiver
+    /// (`settled`); returns all.
     pub async fn settled_at(&self, n: usize) -> Vec<Received> {
         self.at_least(n).await;
-        tokio::time::sleep(QUIET).await;
+        self.settled().await;
         self.all()
     }
 
-    /// Asserts that no request arrives for `QUIET` (call it after the last expected one).
+    /// Waits until the services that deliver here owe this receiver nothing: no delivery
+    /// pending for an enabled endpoint at its port (one that is pending for a disabled
+    /// endpoint is not sent until someone enables it).
+    pub async fn settled(&self) {
+        let port = self.shared.port;
+        let at_port = format!(":{port}/");
+        eventually(&format!("no delivery pending for 127.0.0.1:{port}"), async || {
+            let api = self.service().await;
+            let owed = api
+                .owed(|e| e["url"].as_str().is_some_and(|u| u.contains(&at_port)))
+                .await;
+            owed.is_empty().then_some(())
+        })
+        .await;
+    }
+
+    /// The latest service that delivers here and still answers.
+    async fn service(&self) -> Api {
+        let services = self.shared.services.lock().expect("services").clone();
+        assert!(
+            !services.is_empty(),
+            "no service started through the harness names 127.0.0.1:{} in its configuration",
+            self.shared.port
+        );
+        for api in services.iter().rev() {
+            if api.healthy().await {
+                return api.clone();
+            }
+        }
+        panic!("no service that delivers to {} answers", self.url)
+    }
+
+    /// Asserts that nothing arrives beyond what has (call it after the last expected one): the
+    /// services settle (`settled`) without another request.
     pub async fn assert_quiet(&self) {
         let before = self.all().len();
-        let mut arrivals = self.shared.arrivals.subscribe();
-        arrivals.mark_unchanged();
-        if tokio::time::timeout(QUIET, arrivals.changed())
-            .await
-            .is_ok()
-        {
-            let extra: Vec<String> = self.all()[before..].iter().map(Received::text).collect();
+        self.settled().await;
+        let all = self.all();
+        if all.len() > before {
+            let extra: Vec<String> = all[before..].iter().map(Received::text).collect();
             panic!(
                 "nothing more should have arrived, but got:\n  {}",
                 extra.join("\n  ")

@@ -42,19 +42,18 @@ impl Setup {
             .expect("a port on 127.0.0.1");
         let addr = listener.local_addr().expect("a bound address");
         let path = dir.path().join("gbds-notifier.toml");
-        std::fs::write(
-            &path,
-            self.toml(addr, &database_in(dir.path()), &receiver.url),
-        )
-        .expect("the config file is written");
+        let toml = self.toml(addr, &database_in(dir.path()), &receiver.url);
+        std::fs::write(&path, &toml).expect("the config file is written");
         let settings = gbds_notifier::config::load(Some(&path), |_| None)
             .unwrap_or_else(|e| panic!("the test configuration is refused: {e}"));
         let (shutdown, stop) = oneshot::channel::<()>();
         let running = tokio::spawn(gbds_notifier::run(settings, listener, async move {
             let _ = stop.await;
         }));
+        let api = Api::new(format!("http://{addr}"));
+        super::receiver::serves(&toml, &api);
         TestApp {
-            api: Api::new(format!("http://{addr}")),
+            api,
             receiver,
             dir,
             shutdown: Some(shutdown),
@@ -104,11 +103,8 @@ impl ServiceProcess {
         let port = free_port();
         let listen: SocketAddr = ([127, 0, 0, 1], port).into();
         let config = dir.join(format!("gbds-notifier-{port}.toml"));
-        std::fs::write(
-            &config,
-            Setup::new(extra_toml).toml(listen, db, receiver_url),
-        )
-        .expect("the config file is written");
+        let toml = Setup::new(extra_toml).toml(listen, db, receiver_url);
+        std::fs::write(&config, &toml).expect("the config file is written");
         let log = dir.join(format!("gbds-notifier-{port}.log"));
         let out = std::fs::File::create(&log).expect("the log file is created");
         let child = Command::new(env!("CARGO_BIN_EXE_gbds-notifier"))
@@ -123,8 +119,10 @@ impl ServiceProcess {
             .stderr(out)
             .spawn()
             .expect("the gbds-notifier binary starts");
+        let api = Api::new(format!("http://{listen}"));
+        super::receiver::serves(&toml, &api);
         let mut process = ServiceProcess {
-            api: Api::new(format!("http://{listen}")),
+            api,
             child,
             log,
         };

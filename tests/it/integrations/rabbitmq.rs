@@ -107,7 +107,7 @@ async fn nothing_is_lost_while_the_broker_is_unreachable_and_everything_arrives_
     proxy.open().await;
     let want = enroll_sequences(&first);
     let total: usize = want.values().map(Vec::len).sum();
-    let got = queue.wait_for(total).await;
+    let got = queue.wait_for(&app.api, total).await;
     assert_eq!(got.len(), total, "each once");
     let mut want_nonempty = want.clone();
     want_nonempty.retain(|_, v| !v.is_empty());
@@ -138,7 +138,7 @@ async fn nothing_is_lost_while_the_broker_is_unreachable_and_everything_arrives_
     proxy.open().await;
     let want2 = enroll_sequences(&second);
     let total2: usize = want2.values().map(Vec::len).sum();
-    let got = queue.wait_for(total + total2).await;
+    let got = queue.wait_for(&app.api, total + total2).await;
     assert_eq!(got.len(), total + total2, "each once");
     let mut want_all = want_nonempty;
     want_all.extend(want2.into_iter().filter(|(_, v)| !v.is_empty()));
@@ -216,7 +216,7 @@ retry_schedule = ["50ms", "50ms"]
         .await
         .ok(200);
     assert_eq!(recovered["affected"], 3);
-    let got = queue.wait_for(3).await;
+    let got = queue.wait_for(&app.api, 3).await;
     let texts: Vec<String> = got.iter().map(Consumed::text).collect();
     assert_eq!(texts, s.expected("tg-dead"));
     let keys: Vec<&str> = got.iter().map(|m| m.routing_key.as_str()).collect();
@@ -255,7 +255,7 @@ subscriptions = ["*.FAILED", "TREAT_EXCEPTION.*"]
             .run(&app.api, &format!("tg-{name}"))
             .await;
     }
-    let got = queue.wait_for(3).await;
+    let got = queue.wait_for(&app.api, 3).await;
     let keys: Vec<&str> = got.iter().map(|m| m.routing_key.as_str()).collect();
     assert_eq!(got.len(), 3, "{keys:?}");
     let by = by_correlation(&got);

@@ -74,9 +74,9 @@ format = "cloudevents"
         .filter(|b| operation_status(b).0 == "ENROLL")
         .count();
 
-    let published = all.wait_for(total).await;
+    let published = all.wait_for(&app.api, total).await;
     assert_eq!(published.len(), total, "every notification published once");
-    let enrolls = enroll.wait_for(enroll_total).await;
+    let enrolls = enroll.wait_for(&app.api, enroll_total).await;
     assert_eq!(
         enrolls.len(),
         enroll_total,

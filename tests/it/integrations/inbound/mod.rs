@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use serde_json::{json, Value};
 
 use crate::harness::{
-    eventually, Call, Proxy, Received, Scenario, Setup, TestApp, INGEST, QUIET, REVIEW,
+    eventually, Call, Proxy, Received, Scenario, Setup, TestApp, INGEST, REVIEW,
 };
 use queue::{
     close_from_the_broker, consumer_connections, rabbitmqctl, reconnected, InboundQueue, Message,
@@ -163,7 +163,7 @@ async fn every_event_flow_labelled(update_operation: &str) {
     for (tguid, sent) in &flows {
         assert_eq!(transitions_of(tguid).await.len(), sent.len(), "{tguid}");
     }
-    tokio::time::sleep(QUIET).await;
+    receiver.assert_quiet().await;
     assert_eq!(receiver.all().len(), total, "nothing sent again");
     assert!(queue.dead_letters().await.is_empty());
 
