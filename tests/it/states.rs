@@ -1,5 +1,6 @@
 //! `states/` is generated from the state machine (`gbds-notifier states`) and committed so
 //! that a person can read it in review; these tests fail when it no longer matches the code.
+//! (The command itself, writing and `--check`, is tested in `commands`.)
 
 use std::path::Path;
 
@@ -39,29 +40,6 @@ fn the_committed_states_directory_matches_the_state_machine() {
     if let Err(why) = compare(&dir, &gbds_notifier::states::render()) {
         panic!("{why}");
     }
-}
-
-#[test]
-fn a_stale_states_directory_is_reported_with_the_command_that_fixes_it() {
-    let rendered = gbds_notifier::states::render();
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    for (name, text) in &rendered {
-        std::fs::write(dir.path().join(name), text).expect("written");
-    }
-    assert_eq!(compare(dir.path(), &rendered), Ok(()));
-
-    let (first, text) = &rendered[0];
-    std::fs::write(dir.path().join(first), text.replace("FAILED", "FALLIDO")).expect("written");
-    std::fs::remove_file(dir.path().join(&rendered[1].0)).expect("removed");
-    std::fs::write(dir.path().join("old.md"), "left over").expect("written");
-    let why = compare(dir.path(), &rendered).expect_err("a stale directory is reported");
-    assert!(why.contains(&format!("{first} is stale")), "{why}");
-    assert!(
-        why.contains(&format!("{} is missing", rendered[1].0)),
-        "{why}"
-    );
-    assert!(why.contains("old.md"), "{why}");
-    assert!(why.contains("cargo run -- states"), "{why}");
 }
 
 #[test]

@@ -126,12 +126,19 @@ async fn a_410_gone_disables_the_endpoint_instead_of_retrying() {
     app.receiver
         .wait_until("the attempt answered 410", |all| !all.is_empty())
         .await;
-    // The test schedule would retry within 50 ms; a disabled endpoint gets nothing more.
+    // The test schedule would retry within 50 ms, and the receiver would now acknowledge it;
+    // a disabled endpoint gets nothing more.
     app.receiver.answer_with(200);
     app.receiver.assert_quiet().await;
     assert_eq!(app.receiver.all().len(), 1);
+    let endpoint = app.api.endpoint("test").await;
+    assert_eq!(endpoint["enabled"], false, "{endpoint}");
+    assert_eq!(endpoint["disabled_reason"], "410 Gone", "{endpoint}");
     let detail = app.api.recorded("tg-1").await;
-    assert_ne!(detail.notifications[0].deliveries[0]["status"], "delivered");
+    let delivery = &detail.notifications[0].deliveries[0];
+    assert_eq!(delivery["status"], "pending", "kept for when it is enabled: {delivery}");
+    assert_eq!(delivery["attempts"], 1, "{delivery}");
+    assert_eq!(delivery["last_status"], 410, "{delivery}");
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::harness::{FeedItem, Scenario, INGEST};
+use crate::harness::{FeedItem, Scenario, INGEST, REVIEW};
 
 /// The document scenarios that run on the default configuration.
 fn default_scenarios() -> Vec<Scenario> {
@@ -175,13 +175,18 @@ async fn a_cursor_stays_valid_after_retention_deleted_every_notification_it_had_
     let (seen, cursor) = app.api.feed_from("0", 100).await;
     assert_eq!(seen.len(), 1);
 
-    // What the retention job does to delivered transactions, done to everything at once.
+    // The retention job, started with the service and run every second, deletes it with its
+    // notification (a final transaction that owes no delivery).
     let dir = app.stop().await;
-    crate::harness::execute_sql(
-        &crate::harness::database_in(dir.path()),
-        "DELETE FROM deliveries; DELETE FROM notifications; DELETE FROM transitions;
-         DELETE FROM transactions;",
-    );
+    let app = super::start_in(dir, "[retention]\nage = \"0s\"\nschedule = \"* * * * * *\"\n").await;
+    crate::harness::eventually("the retention job to delete tg-old", async || {
+        let gone = app.api.get("/v1/transactions/tg-old", Some(REVIEW)).await.status == 404;
+        gone.then_some(())
+    })
+    .await;
+    assert!(app.api.feed_from("0", 100).await.0.is_empty(), "nothing left in the feed");
+    // Started again without the job, so that what comes next stays.
+    let dir = app.stop().await;
     let app = super::start_in(dir, "").await;
     let fresh = Scenario::named("search_match");
     fresh.run(&app.api, "tg-new").await;
