@@ -8,6 +8,8 @@
 //! - `refusals`: every 4xx of CONTRACT §4 changes nothing and sends nothing, as tables; the
 //!   review queue.
 //! - `states`: the generated `states/` directory is up to date.
+//! - `commands`: the `states` and `receive` subcommands, and `serve` refusing a tokenless API
+//!   on an address other than loopback.
 //! - `delivery`: retries, the success rule, 410 Gone and signatures; receivers failing in
 //!   every way; operator actions; the real binary killed (SIGKILL) or stopped (SIGTERM) with
 //!   deliveries owed; a model check of CONTRACT §2 through the store.
@@ -19,6 +21,7 @@
 //! - `security`: signatures during a secret rotation, authentication towards endpoints, the
 //!   API's tokens and roles, hostile clients, and property-based fuzzing.
 
+mod commands;
 mod console;
 mod delivery;
 mod harness;

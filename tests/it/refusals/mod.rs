@@ -3,8 +3,10 @@
 //! `refuse_all`, runs the rows in order and checks each the same way: the status, the
 //! `{"error","message"}` body, and that every transaction's state, history and notifications
 //! are as they were before the call. Each test then checks that the receiver got only what
-//! the accepted calls caused. Also the precedence between refusals, and the review queue.
+//! the accepted calls caused. Also the precedence between refusals, the review queue, and
+//! the opaque 500 of a storage failure (`internal`).
 
+mod internal;
 mod queue;
 mod tables;
 
