@@ -172,7 +172,10 @@ async fn a_killed_service_restarted_on_its_database_delivers_everything_in_order
     for t in tasks {
         t.await.unwrap();
     }
-    assert!(rx.all().is_empty(), "nothing was sent to the disabled endpoint");
+    assert!(
+        rx.all().is_empty(),
+        "nothing was sent to the disabled endpoint"
+    );
     enable(true).await;
 
     // Acknowledged: answered 200 (an answer still held is not).

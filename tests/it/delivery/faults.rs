@@ -112,7 +112,11 @@ async fn a_410_disables_the_endpoint_and_enabling_it_sends_its_backlog_in_order(
         vec![status_body("ENROLL", "tg-gone-2", "FAILED")]
     );
     let gone: Vec<u16> = rx.all().iter().map(|h| h.status).collect();
-    assert_eq!(gone, [410, 200, 200, 200, 200], "a disabled endpoint gets nothing");
+    assert_eq!(
+        gone,
+        [410, 200, 200, 200, 200],
+        "a disabled endpoint gets nothing"
+    );
     // Attempts as the store counts them: the first notification's 410 and its success; every
     // other one sent once, after the endpoint was enabled.
     let mut attempts = Vec::new();

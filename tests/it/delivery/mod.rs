@@ -8,13 +8,14 @@
 //! - `endpoint_registry`: endpoints created and changed while notifications flow.
 //! - `restart`: the real binary killed (SIGKILL) or stopped (SIGTERM) with notifications owed.
 //! - `crash`: SIGKILL in the middle of delivering a backlog.
-//! - `model`: random interleavings of inputs through the real store against a model of
-//!   CONTRACT §2.
+//! - `model`: a model of CONTRACT §2 written as data (also the fuzzers' oracle), and random
+//!   interleavings of inputs, event_ids and both UPDATE labels through the real store
+//!   against it.
 
 mod crash;
 mod endpoint_registry;
 mod faults;
-mod model;
+pub(crate) mod model;
 mod operator;
 mod restart;
 mod retries;

@@ -136,7 +136,10 @@ async fn a_410_gone_disables_the_endpoint_instead_of_retrying() {
     assert_eq!(endpoint["disabled_reason"], "410 Gone", "{endpoint}");
     let detail = app.api.recorded("tg-1").await;
     let delivery = &detail.notifications[0].deliveries[0];
-    assert_eq!(delivery["status"], "pending", "kept for when it is enabled: {delivery}");
+    assert_eq!(
+        delivery["status"], "pending",
+        "kept for when it is enabled: {delivery}"
+    );
     assert_eq!(delivery["attempts"], 1, "{delivery}");
     assert_eq!(delivery["last_status"], 410, "{delivery}");
 }

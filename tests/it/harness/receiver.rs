@@ -351,13 +351,16 @@ impl Receiver {
     pub async fn settled(&self) {
         let port = self.shared.port;
         let at_port = format!(":{port}/");
-        eventually(&format!("no delivery pending for 127.0.0.1:{port}"), async || {
-            let api = self.service().await;
-            let owed = api
-                .owed(|e| e["url"].as_str().is_some_and(|u| u.contains(&at_port)))
-                .await;
-            owed.is_empty().then_some(())
-        })
+        eventually(
+            &format!("no delivery pending for 127.0.0.1:{port}"),
+            async || {
+                let api = self.service().await;
+                let owed = api
+                    .owed(|e| e["url"].as_str().is_some_and(|u| u.contains(&at_port)))
+                    .await;
+                owed.is_empty().then_some(())
+            },
+        )
         .await;
     }
 

@@ -121,11 +121,7 @@ impl ServiceProcess {
             .expect("the gbds-notifier binary starts");
         let api = Api::new(format!("http://{listen}"));
         super::receiver::serves(&toml, &api);
-        let mut process = ServiceProcess {
-            api,
-            child,
-            log,
-        };
+        let mut process = ServiceProcess { api, child, log };
         let deadline = Instant::now() + DEADLINE;
         loop {
             if process.api.healthy().await {

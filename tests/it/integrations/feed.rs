@@ -178,13 +178,25 @@ async fn a_cursor_stays_valid_after_retention_deleted_every_notification_it_had_
     // The retention job, started with the service and run every second, deletes it with its
     // notification (a final transaction that owes no delivery).
     let dir = app.stop().await;
-    let app = super::start_in(dir, "[retention]\nage = \"0s\"\nschedule = \"* * * * * *\"\n").await;
+    let app = super::start_in(
+        dir,
+        "[retention]\nage = \"0s\"\nschedule = \"* * * * * *\"\n",
+    )
+    .await;
     crate::harness::eventually("the retention job to delete tg-old", async || {
-        let gone = app.api.get("/v1/transactions/tg-old", Some(REVIEW)).await.status == 404;
+        let gone = app
+            .api
+            .get("/v1/transactions/tg-old", Some(REVIEW))
+            .await
+            .status
+            == 404;
         gone.then_some(())
     })
     .await;
-    assert!(app.api.feed_from("0", 100).await.0.is_empty(), "nothing left in the feed");
+    assert!(
+        app.api.feed_from("0", 100).await.0.is_empty(),
+        "nothing left in the feed"
+    );
     // Started again without the job, so that what comes next stays.
     let dir = app.stop().await;
     let app = super::start_in(dir, "").await;

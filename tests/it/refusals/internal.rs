@@ -32,5 +32,8 @@ async fn a_storage_failure_is_an_opaque_500_that_changes_nothing_and_the_service
     app.receiver
         .expect_exactly(&[status_body("SEARCH", "tg-fine", "NOT_MATCH")])
         .await;
-    assert_eq!(app.api.get("/v1/transactions", Some(ADMIN)).await.status, 200);
+    assert_eq!(
+        app.api.get("/v1/transactions", Some(ADMIN)).await.status,
+        200
+    );
 }

@@ -7,7 +7,10 @@
 //! - `api_auth`: every API route refuses a missing or wrong token (401) and a role without the
 //!   right (403) and changes nothing; reviews and treatments record who decided;
 //! - `hostile_input`: header and request timeouts, the concurrency limit;
-//! - `fuzz`: proptest over request parsing, the API and the state machine.
+//! - `fuzz`: proptest over the whole API (every route, valid tokens, paths, queries, bodies)
+//!   with the contract's table as the oracle of accepted calls;
+//! - `fuzz_pure`: proptest over identifiers, the state machine against that table, signature
+//!   checks and configuration loading.
 //!
 //! These services start from nothing but `listen` and the database (`Setup::bare`): each test
 //! configures the tokens, endpoints and limits it is about.
@@ -15,6 +18,7 @@
 mod api_auth;
 mod endpoint_auth;
 mod fuzz;
+mod fuzz_pure;
 mod hostile_input;
 mod signatures;
 

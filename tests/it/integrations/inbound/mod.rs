@@ -16,9 +16,7 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use crate::harness::{
-    eventually, Call, Proxy, Received, Scenario, Setup, TestApp, INGEST, REVIEW,
-};
+use crate::harness::{eventually, Call, Proxy, Received, Scenario, Setup, TestApp, INGEST, REVIEW};
 use queue::{
     close_from_the_broker, consumer_connections, rabbitmqctl, reconnected, InboundQueue, Message,
 };
