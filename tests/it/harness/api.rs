@@ -113,6 +113,12 @@ impl Api {
         authorization: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> Answer {
+        if path.starts_with("/v1/endpoints") {
+            // An endpoint created or changed at a receiver: this service may deliver there.
+            if let Some(b) = &body {
+                super::receiver::serves(&String::from_utf8_lossy(b), self);
+            }
+        }
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
         let mut request = self.client.request(method, format!("{}{path}", self.base));
         if let Some(a) = authorization {

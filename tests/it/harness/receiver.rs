@@ -4,7 +4,8 @@
 //! each answer from the request; a gate the test closes holds every answer until it opens it.
 //!
 //! "Nothing more arrives" is decided by the service's own record, not by a quiet window: each
-//! receiver knows the services whose configuration names its port (`serves`), and it is
+//! receiver knows the services whose configuration, or an endpoint created or changed through
+//! the harness's `Api`, names its port (`serves`), and it is
 //! settled once none of them has a delivery pending for an enabled endpoint at that port. A
 //! delivery stops being pending only after its POST was answered, and the receiver records a
 //! POST before it answers, so by then every POST that will ever come has been recorded.
@@ -136,16 +137,32 @@ struct Shared {
 /// configuration names.
 static RECEIVERS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
 
-/// Tells every live receiver whose port `config` names (as `:<port>/`) that `api` is a service
-/// that may deliver to it.
+/// Tells every live receiver whose port `config` (a configuration file, or an endpoint's JSON)
+/// names (as `:<port>/`) that `api` is a service that may deliver to it.
 pub(super) fn serves(config: &str, api: &Api) {
     let mut all = RECEIVERS.lock().expect("receivers");
     all.retain(|w| w.strong_count() > 0);
     for shared in all.iter().filter_map(Weak::upgrade) {
         if config.contains(&format!(":{}/", shared.port)) {
-            shared.services.lock().expect("services").push(api.clone());
+            let mut services = shared.services.lock().expect("services");
+            if !services.iter().any(|s| s.base == api.base) {
+                services.push(api.clone());
+            }
         }
     }
+}
+
+/// Every service the harness started that is still running (`alive` is held by its
+/// `TestApp` or `ServiceProcess`): where a receiver looks for the one that delivers to it when
+/// none of those it knows answers (a service started again on a database whose endpoints were
+/// created through the API).
+static SERVICES: Mutex<Vec<(Api, Weak<()>)>> = Mutex::new(Vec::new());
+
+/// Records a service the harness started.
+pub(super) fn started(api: &Api, alive: &Arc<()>) {
+    let mut all = SERVICES.lock().expect("services");
+    all.retain(|(_, w)| w.strong_count() > 0);
+    all.push((api.clone(), Arc::downgrade(alive)));
 }
 
 /// The recording receiver; it answers 200 until told otherwise.
@@ -366,18 +383,34 @@ impl Receiver {
 
     /// The latest service that delivers here and still answers.
     async fn service(&self) -> Api {
-        let services = self.shared.services.lock().expect("services").clone();
-        assert!(
-            !services.is_empty(),
-            "no service started through the harness names 127.0.0.1:{} in its configuration",
-            self.shared.port
-        );
-        for api in services.iter().rev() {
+        let known = self.shared.services.lock().expect("services").clone();
+        for api in known.iter().rev() {
             if api.healthy().await {
                 return api.clone();
             }
         }
-        panic!("no service that delivers to {} answers", self.url)
+        let running: Vec<Api> = SERVICES
+            .lock()
+            .expect("services")
+            .iter()
+            .filter(|(_, alive)| alive.strong_count() > 0)
+            .map(|(api, _)| api.clone())
+            .collect();
+        let at_port = format!(":{}/", self.shared.port);
+        for api in running.iter().rev() {
+            if !api.healthy().await {
+                continue;
+            }
+            let list = api.get("/v1/endpoints", Some(super::ADMIN)).await;
+            if list.status == 200 && String::from_utf8_lossy(&list.body).contains(&at_port) {
+                serves(&at_port, api);
+                return api.clone();
+            }
+        }
+        panic!(
+            "no running service started through the harness has an endpoint at {}",
+            self.url
+        )
     }
 
     /// Asserts that nothing arrives beyond what has (call it after the last expected one): the

@@ -21,6 +21,8 @@ pub struct TestApp {
     pub dir: Arc<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// Held while the service runs, so that receivers find it (`receiver::started`).
+    _alive: Option<Arc<()>>,
 }
 
 /// Starts the service with the test configuration and `extra_toml` merged over it.
@@ -52,12 +54,15 @@ impl Setup {
         }));
         let api = Api::new(format!("http://{addr}"));
         super::receiver::serves(&toml, &api);
+        let alive = Arc::new(());
+        super::receiver::started(&api, &alive);
         TestApp {
             api,
             receiver,
             dir,
             shutdown: Some(shutdown),
             running: Some(running),
+            _alive: Some(alive),
         }
     }
 }
@@ -66,6 +71,7 @@ impl TestApp {
     /// Asks the service to stop and waits until it has (it must stop cleanly); gives back its
     /// directory, to start again on the same database.
     pub async fn stop(mut self) -> Arc<tempfile::TempDir> {
+        self._alive = None;
         if let Some(s) = self.shutdown.take() {
             let _ = s.send(());
         }
@@ -93,6 +99,8 @@ pub struct ServiceProcess {
     pub api: Api,
     child: Child,
     log: PathBuf,
+    /// Held while the process runs, so that receivers find it (`receiver::started`).
+    _alive: Arc<()>,
 }
 
 impl ServiceProcess {
@@ -121,7 +129,14 @@ impl ServiceProcess {
             .expect("the gbds-notifier binary starts");
         let api = Api::new(format!("http://{listen}"));
         super::receiver::serves(&toml, &api);
-        let mut process = ServiceProcess { api, child, log };
+        let alive = Arc::new(());
+        super::receiver::started(&api, &alive);
+        let mut process = ServiceProcess {
+            api,
+            child,
+            log,
+            _alive: alive,
+        };
         let deadline = Instant::now() + DEADLINE;
         loop {
             if process.api.healthy().await {

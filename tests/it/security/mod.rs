@@ -65,7 +65,7 @@ async fn enrolled(api: &Api, tguid: &str) {
 
 /// The first delivery of the transaction's first notification, once it has been tried.
 async fn first_attempt(api: &Api, tguid: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + crate::harness::DEADLINE;
     loop {
         let d = api.detail(tguid).await;
         let delivery = d["notifications"][0]["deliveries"][0].clone();
