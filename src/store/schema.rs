@@ -98,7 +98,7 @@ CREATE INDEX deliveries_dead_by_tguid ON deliveries(tguid) WHERE status = 'dead'
 CREATE INDEX transactions_by_update ON transactions(updated_at);
 "#,
     r#"
--- integrations (issue 6): what each endpoint subscribed to and the body format it takes
+-- integrations: what each endpoint subscribed to and the body format it takes
 ALTER TABLE endpoints ADD COLUMN subscriptions TEXT;                 -- JSON list of patterns; NULL: all
 ALTER TABLE endpoints ADD COLUMN format TEXT NOT NULL DEFAULT 'gbds'; -- gbds | cloudevents (api endpoints)
 -- notifications.id is the pull feed's cursor, so an id must never be handed out twice: a plain
@@ -186,7 +186,7 @@ DROP INDEX deliveries_dead_by_tguid;
 CREATE INDEX deliveries_dead_by_tx ON deliveries(tx) WHERE status = 'dead';
 "#,
     r#"
--- Fewer index writes per call (issue 5).
+-- Fewer index writes per call.
 -- Leases live in the writer's memory now and the column stays 0: void the last ones an older
 -- version wrote (while their index still finds them), due now rather than at their lease end,
 -- and stop maintaining the index. Start-up no longer looks for leases in the file.
