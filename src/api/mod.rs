@@ -55,7 +55,7 @@ pub fn router(state: AppState) -> Router {
     let (router, _document) = routes().split_for_parts();
     router
         .fallback(|| async {
-            ApiError::not_found("no such route; see the API table in the README")
+            ApiError::not_found("no such route; GET /openapi.json lists every route")
         })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
