@@ -527,3 +527,16 @@ fn only_the_store_opens_a_connection_that_can_write() {
     assert!(reader.contains("OpenFlags::SQLITE_OPEN_READ_ONLY"));
     assert!(!reader.contains("SQLITE_OPEN_READ_WRITE"));
 }
+
+#[test]
+fn every_api_route_is_registered_with_its_documentation() {
+    // `utoipa_axum::routes!` adds a handler to the router and its `#[utoipa::path]` to the
+    // document in one call; a route added any other way would be served and not documented.
+    // (`tests/it/openapi.rs` checks the methods of every documented path against the router.)
+    for module in [&["api"][..], &["console"][..]] {
+        assert_no_word_in(
+            module,
+            &[".route(", ".route_service(", ".nest(", ".nest_service("],
+        );
+    }
+}

@@ -19,9 +19,12 @@ pub struct ApiError {
     pub message: String,
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
+/// The body of every refusal (it is also the document's `ErrorBody` schema).
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct ErrorBody<'a> {
+    /// A machine-readable code, e.g. `invalid_request`, `invalid_transition`, `not_found`.
     error: &'a str,
+    /// What was wrong, for a person.
     message: &'a str,
 }
 

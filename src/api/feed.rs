@@ -2,17 +2,18 @@
 //! order behind a stable cursor, so a consumer that missed pushes catches up from the last
 //! cursor it processed (docs/integrations.md).
 
-use std::collections::HashMap;
-
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
-use axum::{Json, Router};
-use serde::Serialize;
+use axum::Json;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
-use super::request::{page_limit, query_keys};
+use super::openapi::{self, Read};
+use super::request::{page_limit, parse_query};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::config::Role;
@@ -20,39 +21,63 @@ use crate::domain::subscription::{OPERATIONS, STATUSES};
 use crate::domain::Tguid;
 use crate::store::{FeedCursor, FeedFilter, FeedRow};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/notifications", get(feed))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(feed))
 }
 
 /// Any role may read the feed.
 const READERS: &[Role] = &[Role::Ingest, Role::Review];
 
-#[derive(Serialize)]
+/// The feed's parameters.
+#[derive(Deserialize, IntoParams, Default)]
+#[into_params(parameter_in = Query)]
+struct FeedQuery {
+    /// Continue after this cursor (an item's `cursor` or a page's `next_cursor`); from the
+    /// beginning when absent.
+    #[param(schema_with = openapi::feed_cursor)]
+    after: Option<String>,
+    /// At most this many (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    /// Only this transaction's notifications.
+    #[param(schema_with = openapi::id)]
+    tguid: Option<String>,
+    /// Only notifications with this `operation`.
+    #[param(schema_with = openapi::notification_operation)]
+    operation: Option<String>,
+    /// Only notifications with this `status`.
+    #[param(schema_with = openapi::notification_status)]
+    status: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
 struct Item {
     /// Pass as `after` to continue after this notification.
     cursor: String,
     tguid: String,
     seq: i64,
     webhook_id: String,
+    #[schema(schema_with = openapi::notification_operation)]
     operation: String,
+    #[schema(schema_with = openapi::notification_status)]
     status: String,
     /// The exact bytes that were (or are being) sent, key order kept.
+    #[schema(value_type = Object)]
     body: Box<RawValue>,
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Page {
     items: Vec<Item>,
     /// Where to continue: the last item's cursor, or `after` itself when nothing is newer.
     next_cursor: String,
 }
 
-/// The parameters, checked: unknown keys, bad numbers and unknown values are 422s.
-fn filter(query: &HashMap<String, String>) -> Result<FeedFilter, ApiError> {
-    const KEYS: &[&str] = &["after", "limit", "tguid", "operation", "status"];
-    query_keys(query, KEYS)?;
-    let after = match query.get("after") {
+/// The parameters, checked: bad numbers and unknown values are 422s.
+fn filter(query: FeedQuery) -> Result<FeedFilter, ApiError> {
+    let after = match &query.after {
         None => FeedCursor::default(),
         Some(text) => FeedCursor::parse(text).ok_or_else(|| {
             ApiError::invalid(format!(
@@ -60,27 +85,24 @@ fn filter(query: &HashMap<String, String>) -> Result<FeedFilter, ApiError> {
             ))
         })?,
     };
-    let limit = page_limit(query)?;
-    let tguid = match query.get("tguid") {
+    let limit = page_limit(query.limit.as_deref())?;
+    let tguid = match &query.tguid {
         None => None,
         Some(t) => Some(Tguid::parse(t)?.to_string()),
     };
-    let one_of = |key: &str, known: &[&str]| -> Result<Option<String>, ApiError> {
-        match query.get(key) {
-            None => Ok(None),
-            Some(v) if known.contains(&v.as_str()) => Ok(Some(v.clone())),
-            Some(v) => Err(ApiError::invalid(format!(
-                "{key} {v:?} is not one of {}",
-                known.join(", ")
-            ))),
-        }
+    let one_of = |key: &str, value: Option<String>, known: &[&str]| match value {
+        Some(v) if !known.contains(&v.as_str()) => Err(ApiError::invalid(format!(
+            "{key} {v:?} is not one of {}",
+            known.join(", ")
+        ))),
+        value => Ok(value),
     };
     Ok(FeedFilter {
         after,
         limit,
         tguid,
-        operation: one_of("operation", OPERATIONS)?,
-        status: one_of("status", STATUSES)?,
+        operation: one_of("operation", query.operation, OPERATIONS)?,
+        status: one_of("status", query.status, STATUSES)?,
     })
 }
 
@@ -98,13 +120,22 @@ fn item(row: FeedRow) -> Result<Item, ApiError> {
     })
 }
 
+/// Every notification in commit order, after a cursor (role ingest or review).
+#[utoipa::path(
+    get,
+    path = "/v1/notifications",
+    tag = "feed",
+    params(FeedQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "One page", body = Page), Read)
+)]
 async fn feed(
     State(app): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<Page>, ApiError> {
     app.auth.check(&headers, READERS)?;
-    let filter = filter(&query)?;
+    let filter = filter(parse_query(query.as_deref())?)?;
     let after = filter.after;
     let rows = app
         .store
@@ -121,11 +152,14 @@ async fn feed(
 mod tests {
     use super::*;
 
-    fn q(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn q(pairs: &[(&str, &str)]) -> String {
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(pairs)
+            .finish()
+    }
+
+    fn filter(query: &str) -> Result<FeedFilter, ApiError> {
+        super::filter(parse_query(Some(query))?)
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! The REST API (CONTRACT §4) on axum: one module per resource, each exporting `router()`.
+//! The REST API (CONTRACT §4) on axum: one module per resource, each exporting `router()`,
+//! and the OpenAPI document of all of them, registered together.
 
 mod error;
 mod feed;
+mod openapi;
 mod operator;
 mod request;
 mod serve;
@@ -10,8 +12,10 @@ mod transactions;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
-use axum::routing::get;
 use axum::{Json, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use request::{Auth, MAX_BODY};
@@ -29,15 +33,29 @@ pub struct AppState {
     pub auth: Arc<Auth>,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
+/// Every route with its documentation. A route is added only here or in a resource's
+/// `router()`, always through `routes!`, which registers the handler and its `#[utoipa::path]`
+/// in one call: the router and `/openapi.json` cannot disagree.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::Frame::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(openapi::document_json))
         .merge(transactions::router())
         .merge(operator::router())
         .merge(feed::router())
         .merge(crate::console::router())
+}
+
+/// The OpenAPI document of every route (`GET /openapi.json` serves it).
+pub fn document() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let (router, _document) = routes().split_for_parts();
+    router
         .fallback(|| async {
-            ApiError::not_found("no such route; see the API table in the README")
+            ApiError::not_found("no such route; GET /openapi.json lists every route")
         })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -49,6 +67,28 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// Always `ok`: the process answers.
+    #[schema(schema_with = health_status)]
+    status: &'static str,
+}
+
+fn health_status() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(["ok"]))
+        .build()
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "service",
+    security(()),
+    responses((status = 200, description = "The process answers", body = Health), openapi::Open)
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }

@@ -1,17 +1,18 @@
 //! Operator routes: deliveries (list, retry), endpoints (health and backlog, runtime
 //! management, recovery of dead deliveries) and re-sending a transaction's notifications.
 
-use std::collections::HashMap;
-
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::ApiError;
-use super::request::{page_cursor, page_limit, parse_json, query_keys, read_body, PathParam};
+use super::openapi::{self, Read, Write};
+use super::request::{page_cursor, page_limit, parse_json, parse_query, read_body, PathParam};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::config::Role;
@@ -20,17 +21,14 @@ use crate::endpoint::{self, Destination, Endpoint, Format, HttpDestination, Sour
 use crate::secret::Secret;
 use crate::store::{AdminOp, DeliveryFilter, DeliveryRow, EndpointRow};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/deliveries", get(list_deliveries))
-        .route("/v1/deliveries/{id}/retry", post(retry_delivery))
-        .route("/v1/endpoints", get(list_endpoints).post(create_endpoint))
-        .route(
-            "/v1/endpoints/{id}",
-            axum::routing::patch(update_endpoint).delete(delete_endpoint),
-        )
-        .route("/v1/endpoints/{id}/recover", post(recover))
-        .route("/v1/transactions/{tguid}/renotify", post(renotify))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_deliveries))
+        .routes(routes!(retry_delivery))
+        .routes(routes!(list_endpoints, create_endpoint))
+        .routes(routes!(update_endpoint, delete_endpoint))
+        .routes(routes!(recover))
+        .routes(routes!(renotify))
 }
 
 /// Operators: review tooling and admins (admin is always admitted).
@@ -38,17 +36,60 @@ const OPERATORS: &[Role] = &[Role::Review];
 /// Changing where notifications go is for admins only.
 const ADMINS: &[Role] = &[];
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub(super) struct DeliveryOut {
     id: i64,
     endpoint: String,
+    #[schema(schema_with = delivery_status)]
     status: String,
     attempts: i64,
+    #[schema(format = DateTime)]
     next_attempt_at: Option<String>,
+    #[schema(format = DateTime)]
     last_attempt_at: Option<String>,
+    /// The HTTP status of the last attempt.
     last_status: Option<i64>,
     last_error: Option<String>,
+    #[schema(format = DateTime)]
     delivered_at: Option<String>,
+}
+
+/// What a delivery's `status` is, and what `GET /v1/deliveries?status=` filters on.
+const DELIVERY_STATUSES: [&str; 4] = ["pending", "failing", "dead", "delivered"];
+
+fn delivery_status() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(DELIVERY_STATUSES))
+        .build()
+}
+
+/// `GET /v1/deliveries`: filters and paging.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct DeliveryQuery {
+    /// Only deliveries in this status.
+    #[param(schema_with = delivery_status)]
+    status: Option<String>,
+    /// Only deliveries to this endpoint.
+    endpoint: Option<String>,
+    /// Only deliveries of this transaction.
+    tguid: Option<String>,
+    /// At most this many (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    /// Where to continue: a previous page's `next_cursor`.
+    #[param(value_type = Option<i64>, minimum = 0)]
+    cursor: Option<String>,
+}
+
+/// An endpoint's id in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Documents `{id}`; the handler reads it as a `PathParam`.
+struct EndpointId {
+    #[param(schema_with = openapi::endpoint_id)]
+    id: String,
 }
 
 impl From<DeliveryRow> for DeliveryOut {
@@ -68,7 +109,7 @@ impl From<DeliveryRow> for DeliveryOut {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeliveryItem {
     tguid: String,
     seq: i64,
@@ -77,32 +118,43 @@ struct DeliveryItem {
     delivery: DeliveryOut,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DeliveryPage {
     items: Vec<DeliveryItem>,
+    /// Pass as `cursor` for the next page; null on the last one.
     next_cursor: Option<String>,
 }
 
+/// Deliveries, newest first, by status, endpoint or transaction.
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries",
+    tag = "operator",
+    params(DeliveryQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "One page", body = DeliveryPage), Read)
+)]
 async fn list_deliveries(
     State(app): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<DeliveryPage>, ApiError> {
     app.auth.check(&headers, OPERATORS)?;
-    query_keys(&query, &["status", "endpoint", "tguid", "limit", "cursor"])?;
-    let status = query.get("status").cloned();
-    if let Some(s) = &status {
-        if !["pending", "failing", "dead", "delivered"].contains(&s.as_str()) {
+    let query: DeliveryQuery = parse_query(query.as_deref())?;
+    if let Some(s) = &query.status {
+        if !DELIVERY_STATUSES.contains(&s.as_str()) {
             return Err(ApiError::invalid(format!(
-                "status {s:?} is not one of pending, failing, dead, delivered"
+                "status {s:?} is not one of {}",
+                DELIVERY_STATUSES.join(", ")
             )));
         }
     }
-    let (limit, cursor) = (page_limit(&query)?, page_cursor(&query, "cursor")?);
+    let limit = page_limit(query.limit.as_deref())?;
+    let cursor = page_cursor("cursor", query.cursor.as_deref())?;
     let filter = DeliveryFilter {
-        status,
-        endpoint_id: query.get("endpoint").cloned(),
-        tguid: query.get("tguid").cloned(),
+        status: query.status,
+        endpoint_id: query.endpoint,
+        tguid: query.tguid,
         cursor,
         limit,
     };
@@ -126,7 +178,7 @@ async fn list_deliveries(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Affected {
     /// How many deliveries (or rows) the action queued or changed.
     affected: usize,
@@ -140,6 +192,15 @@ impl From<crate::store::AdminDone> for Json<Affected> {
     }
 }
 
+/// Send a dead or failing delivery again now.
+#[utoipa::path(
+    post,
+    path = "/v1/deliveries/{id}/retry",
+    tag = "operator",
+    params(("id" = i64, Path, description = "The delivery's id")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Queued again", body = Affected), Write)
+)]
 async fn retry_delivery(
     State(app): State<AppState>,
     PathParam(id): PathParam,
@@ -153,13 +214,24 @@ async fn retry_delivery(
     Ok(done.into())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RecoverRequest {
     /// RFC 3339 time: deliveries that went dead at or after it are sent again.
+    #[schema(format = DateTime)]
     since: String,
 }
 
+/// Send again the endpoint's deliveries that went dead since a time.
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints/{id}/recover",
+    tag = "operator",
+    params(EndpointId),
+    request_body = RecoverRequest,
+    security(("bearer" = [])),
+    responses((status = 200, description = "Queued again", body = Affected), Write)
+)]
 async fn recover(
     State(app): State<AppState>,
     PathParam(id): PathParam,
@@ -187,13 +259,24 @@ async fn recover(
     Ok(done.into())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RenotifyRequest {
     /// Only to this endpoint; all endpoints when absent.
     endpoint: Option<String>,
 }
 
+/// Send a transaction's notifications again (the body is optional; none or null: to every
+/// endpoint).
+#[utoipa::path(
+    post,
+    path = "/v1/transactions/{tguid}/renotify",
+    tag = "operator",
+    params(openapi::TguidPath),
+    request_body = Option<RenotifyRequest>,
+    security(("bearer" = [])),
+    responses((status = 200, description = "Queued again", body = Affected), Write)
+)]
 async fn renotify(
     State(app): State<AppState>,
     PathParam(raw_tguid): PathParam,
@@ -202,10 +285,11 @@ async fn renotify(
 ) -> Result<Json<Affected>, ApiError> {
     app.auth.check(&headers, OPERATORS)?;
     let bytes = read_body(body).await?;
+    // The body is optional: none, or null, asks for every endpoint.
     let req: RenotifyRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
         RenotifyRequest::default()
     } else {
-        parse_json(&bytes)?
+        parse_json::<Option<RenotifyRequest>>(&bytes)?.unwrap_or_default()
     };
     let tguid = Tguid::parse(&raw_tguid)?;
     let done = app
@@ -218,7 +302,7 @@ async fn renotify(
     Ok(done.into())
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct EndpointOut {
     id: String,
     url: String,
@@ -238,6 +322,7 @@ struct EndpointOut {
     /// The `<OPERATION>.<STATUS>` patterns it receives; null: every notification.
     subscriptions: Option<Vec<String>>,
     /// "gbds" (the body as it is) or "cloudevents".
+    #[schema(schema_with = openapi::format)]
     format: String,
 }
 
@@ -261,10 +346,23 @@ impl From<EndpointRow> for EndpointOut {
     }
 }
 
+#[derive(Serialize, ToSchema)]
+struct EndpointList {
+    items: Vec<EndpointOut>,
+}
+
+/// Every endpoint with its health and backlog.
+#[utoipa::path(
+    get,
+    path = "/v1/endpoints",
+    tag = "operator",
+    security(("bearer" = [])),
+    responses((status = 200, description = "The endpoints", body = EndpointList), Read)
+)]
 async fn list_endpoints(
     State(app): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<EndpointList>, ApiError> {
     app.auth.check(&headers, OPERATORS)?;
     let rows = app
         .store
@@ -272,8 +370,8 @@ async fn list_endpoints(
         .endpoints()
         .await
         .map_err(ApiError::from)?;
-    let items: Vec<EndpointOut> = rows.into_iter().map(EndpointOut::from).collect();
-    Ok(Json(serde_json::json!({ "items": items })))
+    let items = rows.into_iter().map(EndpointOut::from).collect();
+    Ok(Json(EndpointList { items }))
 }
 
 async fn endpoint_by_id(app: &AppState, id: &str) -> Result<EndpointOut, ApiError> {
@@ -289,15 +387,22 @@ async fn endpoint_by_id(app: &AppState, id: &str) -> Result<EndpointOut, ApiErro
         .ok_or_else(|| ApiError::not_found(format!("no endpoint with id {id}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateEndpoint {
+    #[schema(schema_with = openapi::endpoint_id)]
     id: String,
+    #[schema(schema_with = openapi::url)]
     url: String,
+    /// Signs every POST: `whsec_` and base64 (Standard Webhooks), or any other text (only
+    /// `X-Signature`).
+    #[schema(schema_with = openapi::secret_or_null)]
     secret: Option<Secret>,
-    /// `<OPERATION>.<STATUS>` patterns; absent: every notification.
+    /// `<OPERATION>.<STATUS>` patterns; absent or null: every notification.
+    #[schema(schema_with = openapi::subscriptions_or_null)]
     subscriptions: Option<Vec<String>>,
     /// "gbds" (default) or "cloudevents".
+    #[schema(schema_with = openapi::format_or_null)]
     format: Option<String>,
 }
 
@@ -350,6 +455,15 @@ impl CreateEndpoint {
     }
 }
 
+/// Add an endpoint (role admin).
+#[utoipa::path(
+    post,
+    path = "/v1/endpoints",
+    tag = "operator",
+    request_body = CreateEndpoint,
+    security(("bearer" = [])),
+    responses((status = 201, description = "Added", body = EndpointOut), Write)
+)]
 async fn create_endpoint(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -366,17 +480,21 @@ async fn create_endpoint(
     Ok((StatusCode::CREATED, Json(endpoint_by_id(&app, &id).await?)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct UpdateEndpoint {
+    #[schema(schema_with = openapi::url_or_null)]
     url: Option<String>,
     /// A new secret, or null to stop signing.
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = openapi::secret_or_null)]
     secret: Option<Option<Secret>>,
     enabled: Option<bool>,
     /// New patterns, or null to receive every notification again.
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = openapi::subscriptions_or_null)]
     subscriptions: Option<Option<Vec<String>>>,
+    #[schema(schema_with = openapi::format_or_null)]
     format: Option<String>,
 }
 
@@ -418,6 +536,17 @@ impl UpdateEndpoint {
     }
 }
 
+/// Change an endpoint (role admin); a configured one takes only `enabled`, `subscriptions`
+/// and `format`.
+#[utoipa::path(
+    patch,
+    path = "/v1/endpoints/{id}",
+    tag = "operator",
+    params(EndpointId),
+    request_body = UpdateEndpoint,
+    security(("bearer" = [])),
+    responses((status = 200, description = "Changed", body = EndpointOut), Write)
+)]
 async fn update_endpoint(
     State(app): State<AppState>,
     PathParam(id): PathParam,
@@ -438,6 +567,15 @@ async fn update_endpoint(
     Ok(Json(endpoint_by_id(&app, &id).await?))
 }
 
+/// Remove an endpoint added through the API (role admin); what it had not received is dead.
+#[utoipa::path(
+    delete,
+    path = "/v1/endpoints/{id}",
+    tag = "operator",
+    params(EndpointId),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Removed", body = Affected), Write)
+)]
 async fn delete_endpoint(
     State(app): State<AppState>,
     PathParam(id): PathParam,

@@ -203,23 +203,33 @@ mod unique_keys {
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
-/// Refuses query parameters a route does not take (422), naming the ones it does.
-pub fn query_keys(
-    query: &std::collections::HashMap<String, String>,
-    allowed: &[&str],
-) -> Result<(), ApiError> {
-    match query.keys().find(|k| !allowed.contains(&k.as_str())) {
-        Some(k) => Err(ApiError::invalid(format!(
-            "unknown query parameter {k:?} (use {})",
-            allowed.join(", ")
-        ))),
-        None => Ok(()),
+/// A query string read into a route's documented parameters (`T`, whose `IntoParams` also
+/// describes them in the document): a key it does not take, a key given twice or a value of
+/// the wrong type is 422. Called after the token check, like the body's parse.
+pub fn parse_query<T: DeserializeOwned + utoipa::IntoParams>(
+    raw: Option<&str>,
+) -> Result<T, ApiError> {
+    let raw = raw.unwrap_or("");
+    let known: Vec<String> = T::into_params(|| None)
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    if let Some((key, _)) =
+        form_urlencoded::parse(raw.as_bytes()).find(|(k, _)| !known.iter().any(|n| n == k))
+    {
+        return Err(ApiError::invalid(if known.is_empty() {
+            format!("unknown query parameter {key:?} (this call takes none)")
+        } else {
+            format!("unknown query parameter {key:?} (use {})", known.join(", "))
+        }));
     }
+    serde_urlencoded::from_str(raw)
+        .map_err(|e| ApiError::invalid(format!("the query does not fit this call: {e}")))
 }
 
 /// `limit`: 1 to `MAX_LIMIT`, `DEFAULT_LIMIT` when absent.
-pub fn page_limit(query: &std::collections::HashMap<String, String>) -> Result<usize, ApiError> {
-    match query.get("limit") {
+pub fn page_limit(limit: Option<&str>) -> Result<usize, ApiError> {
+    match limit {
         None => Ok(DEFAULT_LIMIT),
         Some(s) => s
             .parse::<usize>()
@@ -234,11 +244,8 @@ pub fn page_limit(query: &std::collections::HashMap<String, String>) -> Result<u
 }
 
 /// A cursor parameter (`key`): a non-negative number this service gave out, 0 when absent.
-pub fn page_cursor(
-    query: &std::collections::HashMap<String, String>,
-    key: &str,
-) -> Result<i64, ApiError> {
-    match query.get(key) {
+pub fn page_cursor(key: &str, value: Option<&str>) -> Result<i64, ApiError> {
+    match value {
         None => Ok(0),
         Some(s) => s.parse::<i64>().ok().filter(|c| *c >= 0).ok_or_else(|| {
             ApiError::invalid(format!(

@@ -2,19 +2,22 @@
 //! read side (one transaction with its history and the decisions it takes now, the review
 //! queues and their counts in `/v1/queues`).
 
-use std::collections::HashMap;
-
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+mod schema;
 
 use super::error::ApiError;
+use super::openapi::{self, Read, Write};
 use super::operator::DeliveryOut;
-use super::request::{page_cursor, page_limit, parse_json, query_keys, read_body, PathParam};
+use super::request::{page_cursor, page_limit, parse_json, parse_query, read_body, PathParam};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::config::Role;
@@ -23,51 +26,96 @@ use crate::domain::{
 };
 use crate::store::{DecisionNote, InputRequest, QueueCount, TransactionDetail, TxSummary};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/transactions", post(register).get(list))
-        .route("/v1/transactions/{tguid}", get(show))
-        .route("/v1/transactions/{tguid}/events", post(event))
-        .route("/v1/transactions/{tguid}/review", post(review))
-        .route("/v1/transactions/{tguid}/treatment", post(treatment))
-        .route("/v1/queues", get(queues))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register, list))
+        .routes(routes!(show))
+        .routes(routes!(event))
+        .routes(routes!(review))
+        .routes(routes!(treatment))
+        .routes(routes!(queues))
 }
 
 // ---- wire types ----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegisterRequest {
+    #[schema(schema_with = openapi::id)]
     tguid: String,
+    #[schema(schema_with = openapi::operation)]
     operation: String,
 }
 
+/// The event types that are not outcomes; with `Outcome::ALL`, what an event's `type` takes.
+const NON_OUTCOME_EVENTS: [&str; 3] = ["PENDING", "EXCEPTION", "REVERSE_LATENT_MATCH"];
+
+/// Its schema (`openapi::event_request`) says what serde cannot: `uguid` comes with
+/// REVERSE_LATENT_MATCH and with no other type.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EventRequest {
+pub(super) struct EventRequest {
     #[serde(rename = "type")]
     kind: String,
     uguid: Option<String>,
     event_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+impl utoipa::PartialSchema for EventRequest {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        schema::event_request().into()
+    }
+}
+impl ToSchema for EventRequest {}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReviewRequest {
+    #[schema(schema_with = openapi::decision)]
     decision: String,
+    #[schema(schema_with = schema::label_or_null)]
     reviewer: Option<String>,
+    #[schema(schema_with = schema::decision_id_or_null)]
     decision_id: Option<String>,
+    #[schema(schema_with = schema::comment_or_null)]
     comment: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TreatmentRequest {
+    #[schema(schema_with = openapi::treatment)]
     treatment: String,
+    #[schema(schema_with = schema::label_or_null)]
     reviewer: Option<String>,
+    #[schema(schema_with = schema::decision_id_or_null)]
     decision_id: Option<String>,
+    #[schema(schema_with = schema::comment_or_null)]
     comment: Option<String>,
 }
+
+/// `GET /v1/transactions`: the review queues, paged.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Only transactions in this state.
+    #[param(schema_with = openapi::state)]
+    state: Option<String>,
+    /// Only transactions of this operation.
+    #[param(schema_with = openapi::operation)]
+    operation: Option<String>,
+    /// At most this many (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
+    limit: Option<String>,
+    /// Where to continue: a previous page's `next_cursor`.
+    #[param(value_type = Option<i64>, minimum = 0)]
+    cursor: Option<String>,
+}
+
+/// `GET /v1/queues` takes no parameters.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct NoQuery {}
 
 /// What every decision may carry beside the decision itself. (Repeated in both request
 /// structs rather than flattened: serde's `flatten` defeats `deny_unknown_fields`.)
@@ -79,12 +127,16 @@ struct DecisionAbout {
     comment: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct SummaryOut {
     tguid: String,
+    #[schema(schema_with = openapi::operation)]
     operation: &'static str,
+    #[schema(schema_with = openapi::state)]
     state: &'static str,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
@@ -100,7 +152,7 @@ impl From<&TxSummary> for SummaryOut {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct EventOut {
     #[serde(flatten)]
     summary: SummaryOut,
@@ -108,8 +160,9 @@ struct EventOut {
     duplicate: bool,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TransitionOut {
+    /// Null for the registration.
     from: Option<String>,
     to: String,
     input: String,
@@ -122,41 +175,49 @@ struct TransitionOut {
     decision_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     comment: Option<String>,
+    #[schema(format = DateTime)]
     at: String,
 }
 
 /// The inputs a reviewer may send now, by the call that takes them (`domain::allowed`).
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AllowedOut {
+    #[schema(schema_with = openapi::decisions)]
     review: Vec<&'static str>,
+    #[schema(schema_with = openapi::treatments)]
     treatment: Vec<&'static str>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct QueueOut {
+    #[schema(schema_with = openapi::state)]
     state: &'static str,
+    #[schema(schema_with = openapi::operation)]
     operation: &'static str,
     count: i64,
     /// When the longest-waiting of them entered the queue.
+    #[schema(format = DateTime)]
     oldest_at: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct QueuesOut {
     items: Vec<QueueOut>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct NotificationOut {
     seq: i64,
     webhook_id: String,
     /// The exact bytes sent, embedded as they are (key order kept).
+    #[schema(value_type = Object)]
     body: Box<RawValue>,
+    #[schema(format = DateTime)]
     created_at: String,
     deliveries: Vec<DeliveryOut>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct DetailOut {
     #[serde(flatten)]
     summary: SummaryOut,
@@ -165,9 +226,10 @@ struct DetailOut {
     notifications: Vec<NotificationOut>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PageOut {
     items: Vec<SummaryOut>,
+    /// Pass as `cursor` for the next page; null on the last one.
     next_cursor: Option<String>,
 }
 
@@ -310,13 +372,18 @@ pub fn parse_event(raw_tguid: &str, body: &[u8], actor: String) -> Result<InputR
         "EXCEPTION" => Input::Exception,
         "REVERSE_LATENT_MATCH" => match &req.uguid {
             Some(u) => Input::LatentMatch(Uguid::parse(u)?),
-            None => return Err(ApiError::invalid("a REVERSE_LATENT_MATCH event needs a uguid")),
+            None => {
+                return Err(ApiError::invalid(
+                    "a REVERSE_LATENT_MATCH event needs a uguid",
+                ))
+            }
         },
         other => match Outcome::parse(other) {
             Some(o) => Input::Outcome(o),
             None => {
                 return Err(ApiError::invalid(format!(
-                    "type {other:?} is not one of ENROLLED, FAILED, MATCH, NOT_MATCH, PERSON_NOT_FOUND, PENDING, EXCEPTION, REVERSE_LATENT_MATCH"
+                    "type {other:?} is not one of {}",
+                    event_types().join(", ")
                 )))
             }
         },
@@ -338,8 +405,27 @@ pub fn parse_event(raw_tguid: &str, body: &[u8], actor: String) -> Result<InputR
     })
 }
 
+/// Every event `type`, in the contract's order.
+fn event_types() -> Vec<&'static str> {
+    let outcomes = Outcome::ALL.iter().map(|o| o.as_str());
+    outcomes.chain(NON_OUTCOME_EVENTS).collect()
+}
+
 // ---- handlers ----
 
+/// Register a transaction (state PROCESSING).
+#[utoipa::path(
+    post,
+    path = "/v1/transactions",
+    tag = "transactions",
+    request_body = RegisterRequest,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Registered", body = SummaryOut),
+        (status = 200, description = "The same registration again: nothing changed", body = SummaryOut),
+        Write,
+    )
+)]
 async fn register(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -356,6 +442,16 @@ async fn register(
     Ok((status, Json(SummaryOut::from(&r.summary))))
 }
 
+/// Report a processing outcome (role ingest). A repeat of an `event_id` is a no-op.
+#[utoipa::path(
+    post,
+    path = "/v1/transactions/{tguid}/events",
+    tag = "transactions",
+    params(openapi::TguidPath),
+    request_body = EventRequest,
+    security(("bearer" = [])),
+    responses((status = 200, description = "Applied, or a repeat of its event_id", body = EventOut), Write)
+)]
 async fn event(
     State(app): State<AppState>,
     PathParam(raw_tguid): PathParam,
@@ -371,6 +467,16 @@ async fn event(
     }))
 }
 
+/// MIR decision on a PENDING transaction (role review).
+#[utoipa::path(
+    post,
+    path = "/v1/transactions/{tguid}/review",
+    tag = "review",
+    params(openapi::TguidPath),
+    request_body = ReviewRequest,
+    security(("bearer" = [])),
+    responses((status = 200, description = "Decided, or a repeat of its decision_id", body = EventOut), Write)
+)]
 async fn review(
     State(app): State<AppState>,
     PathParam(raw_tguid): PathParam,
@@ -394,6 +500,16 @@ async fn review(
     .await
 }
 
+/// ETR treatment of an EXCEPTION transaction (role review).
+#[utoipa::path(
+    post,
+    path = "/v1/transactions/{tguid}/treatment",
+    tag = "review",
+    params(openapi::TguidPath),
+    request_body = TreatmentRequest,
+    security(("bearer" = [])),
+    responses((status = 200, description = "Treated, or a repeat of its decision_id", body = EventOut), Write)
+)]
 async fn treatment(
     State(app): State<AppState>,
     PathParam(raw_tguid): PathParam,
@@ -455,6 +571,16 @@ async fn decide<R: serde::de::DeserializeOwned>(
 
 const ANY_ROLE: &[Role] = &[Role::Ingest, Role::Review];
 
+/// One transaction: its state, transitions, notifications with their deliveries, and the
+/// decisions it takes now.
+#[utoipa::path(
+    get,
+    path = "/v1/transactions/{tguid}",
+    tag = "transactions",
+    params(openapi::TguidPath),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The transaction", body = DetailOut), Read)
+)]
 async fn show(
     State(app): State<AppState>,
     PathParam(raw_tguid): PathParam,
@@ -476,18 +602,22 @@ async fn show(
     }
 }
 
-/// The review queues' sizes: `GET /v1/queues`.
+/// The review queues' sizes, per state and operation.
+#[utoipa::path(
+    get,
+    path = "/v1/queues",
+    tag = "review",
+    params(NoQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The queues", body = QueuesOut), Read)
+)]
 async fn queues(
     State(app): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<QueuesOut>, ApiError> {
     app.auth.check(&headers, ANY_ROLE)?;
-    if let Some(k) = query.keys().next() {
-        return Err(ApiError::invalid(format!(
-            "unknown query parameter {k:?} (/v1/queues takes none)"
-        )));
-    }
+    let NoQuery {} = parse_query(query.as_deref())?;
     let counts = app.store.readers.queues().await.map_err(ApiError::from)?;
     Ok(Json(QueuesOut {
         items: counts
@@ -502,14 +632,23 @@ async fn queues(
     }))
 }
 
+/// Transactions by state and operation (the review queues), oldest first, paged.
+#[utoipa::path(
+    get,
+    path = "/v1/transactions",
+    tag = "review",
+    params(ListQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "One page", body = PageOut), Read)
+)]
 async fn list(
     State(app): State<AppState>,
-    Query(query): Query<HashMap<String, String>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Json<PageOut>, ApiError> {
     app.auth.check(&headers, ANY_ROLE)?;
-    query_keys(&query, &["state", "operation", "limit", "cursor"])?;
-    let state = match query.get("state") {
+    let query: ListQuery = parse_query(query.as_deref())?;
+    let state = match &query.state {
         Some(s) => Some(parse_enum(
             "state",
             s,
@@ -518,7 +657,7 @@ async fn list(
         )?),
         None => None,
     };
-    let operation = match query.get("operation") {
+    let operation = match &query.operation {
         Some(s) => Some(parse_enum(
             "operation",
             s,
@@ -527,8 +666,8 @@ async fn list(
         )?),
         None => None,
     };
-    let limit = page_limit(&query)?;
-    let cursor = page_cursor(&query, "cursor")?;
+    let limit = page_limit(query.limit.as_deref())?;
+    let cursor = page_cursor("cursor", query.cursor.as_deref())?;
     let page = app
         .store
         .readers

@@ -5,8 +5,8 @@
 
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// No inline script or style, nothing from elsewhere, no framing, no form posts: the page's
 /// only scripts are the ones served below, and a value that got into the DOM as markup
@@ -21,24 +21,40 @@ const STYLE: &str = include_str!("console.css");
 const ICON: &str = include_str!("icon.svg");
 
 /// The page and its assets. Loading them needs no token; the API calls the page makes do.
-pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route(
-            "/console",
-            get(|| async { asset("text/html; charset=utf-8", PAGE) }),
-        )
-        .route(
-            "/console/console.js",
-            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
-        )
-        .route(
-            "/console/console.css",
-            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
-        )
-        .route(
-            "/console/icon.svg",
-            get(|| async { asset("image/svg+xml", ICON) }),
-        )
+pub fn router<S: Clone + Send + Sync + 'static>() -> OpenApiRouter<S> {
+    OpenApiRouter::new()
+        .routes(routes!(page))
+        .routes(routes!(script))
+        .routes(routes!(style))
+        .routes(routes!(icon))
+}
+
+/// The review console (CONTRACT §7).
+#[utoipa::path(get, path = "/console", tag = "service", security(()),
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)))]
+async fn page() -> Response {
+    asset("text/html; charset=utf-8", PAGE)
+}
+
+/// The console's script.
+#[utoipa::path(get, path = "/console/console.js", tag = "service", security(()),
+    responses((status = 200, description = "The script", content_type = "text/javascript", body = String)))]
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// The console's style sheet.
+#[utoipa::path(get, path = "/console/console.css", tag = "service", security(()),
+    responses((status = 200, description = "The style sheet", content_type = "text/css", body = String)))]
+async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+/// The console's icon.
+#[utoipa::path(get, path = "/console/icon.svg", tag = "service", security(()),
+    responses((status = 200, description = "The icon", content_type = "image/svg+xml", body = String)))]
+async fn icon() -> Response {
+    asset("image/svg+xml", ICON)
 }
 
 /// One asset with the headers every console response carries.

@@ -12,6 +12,9 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every format (the API's document lists them).
+    pub const ALL: &'static [Format] = &[Format::Gbds, Format::CloudEvents];
+
     pub fn parse(s: &str) -> Result<Self, String> {
         match s {
             "gbds" => Ok(Format::Gbds),

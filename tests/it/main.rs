@@ -18,6 +18,7 @@
 //! - `console`: the review console's API, and its page in headless Chromium.
 //! - `scale_out`: several instances on one PostgreSQL database (`GBDS_TEST_STORE=postgres`):
 //!   racing calls, the head race, kill -9, an outage, the feed in commit order.
+//! - `openapi`: the OpenAPI document against the router that serves it.
 //! - `security`: signatures during a secret rotation, authentication towards endpoints, the
 //!   API's tokens and roles, hostile clients, and property-based fuzzing.
 
@@ -26,6 +27,7 @@ mod console;
 mod delivery;
 mod harness;
 mod integrations;
+mod openapi;
 mod refusals;
 mod scale_out;
 mod scenarios;
