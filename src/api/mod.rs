@@ -3,6 +3,7 @@
 mod error;
 mod feed;
 mod operator;
+mod ops;
 mod request;
 mod serve;
 mod transactions;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .merge(operator::router())
         .merge(feed::router())
         .merge(crate::console::router())
+        .merge(ops::router())
         .fallback(|| async {
             ApiError::not_found("no such route; see the API table in the README")
         })
@@ -46,6 +48,8 @@ pub fn router(state: AppState) -> Router {
                 "this route does not take that method",
             )
         })
+        // Last, so that it sees every route (it runs after routing, with the matched template).
+        .layer(axum::middleware::from_fn(ops::count))
         .with_state(state)
 }
 
