@@ -14,6 +14,8 @@
 //! - `integrations`: subscriptions, the pull feed, CloudEvents and RabbitMQ, with snapshots
 //!   of every document scenario's renderings.
 //! - `console`: the review console's API, and its page in headless Chromium.
+//! - `operability`: `/readyz` turning red when the writer dies and the process exiting 3,
+//!   `/metrics` counting what happened, JSON logs, readiness during a PostgreSQL outage.
 //! - `scale_out`: several instances on one PostgreSQL database (`GBDS_TEST_STORE=postgres`):
 //!   racing calls, the head race, kill -9, an outage, the feed in commit order.
 //! - `security`: signatures during a secret rotation, authentication towards endpoints, the
@@ -23,6 +25,7 @@ mod console;
 mod delivery;
 mod harness;
 mod integrations;
+mod operability;
 mod refusals;
 mod scale_out;
 mod scenarios;
