@@ -24,10 +24,10 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// The paths that skip the API's concurrency bound: a probe or a scrape must answer when the
-/// API is saturated, which is when it is needed most.
+/// The paths that skip the API's concurrency bound: a probe must answer when the API is
+/// saturated. (`/metrics` reads the store, so it takes a slot like any call.)
 pub(super) fn is_probe(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics")
+    matches!(path, "/healthz" | "/readyz")
 }
 
 /// 200 while the store takes writes and the writer, the dispatcher and (when configured) the

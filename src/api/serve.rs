@@ -26,8 +26,8 @@ use crate::telemetry::{self, Rejected};
 /// Adds the concurrency bound and the per-call deadline to `router`. A call past the bound
 /// waits up to `request_timeout` for a slot (then 503 with `Retry-After`), and has
 /// `request_timeout` from when it gets one to read its body and be answered (then 408).
-/// The probes and the metrics (`ops::is_probe`) skip the bound, so that they still answer when
-/// the API is saturated.
+/// The probes (`ops::is_probe`) skip the bound, so that they still answer when the API is
+/// saturated.
 pub fn harden(router: Router, limits: &ApiSettings) -> Router {
     let slots = Arc::new(Semaphore::new(limits.max_concurrent_requests));
     let deadline = limits.request_timeout;

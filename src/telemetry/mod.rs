@@ -47,6 +47,23 @@ pub const HTTP_REJECTED: &str = "gbds_http_rejected_total";
 /// 1 while `/readyz` answers 200.
 pub const READY: &str = "gbds_ready";
 
+/// Every metric above.
+pub const ALL: [&str; 13] = [
+    NOTIFICATIONS,
+    DELIVERIES,
+    DELIVERY_DURATION,
+    BACKLOG,
+    OLDEST_PENDING,
+    DEAD,
+    ENDPOINT_ENABLED,
+    ENDPOINT_FAILING,
+    COMMIT_DURATION,
+    BATCH_SIZE,
+    HTTP_REQUESTS,
+    HTTP_REJECTED,
+    READY,
+];
+
 /// The `route` label of a call that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 

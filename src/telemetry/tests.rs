@@ -107,3 +107,55 @@ fn every_metric_has_its_help_and_the_batch_histograms_have_buckets() {
     assert!(value(&text, NOTIFICATIONS).unwrap() >= 2.0);
     assert!(value(&text, &format!("{HTTP_REJECTED}{{reason=\"overloaded\"}}")).unwrap() >= 1.0);
 }
+
+/// The `gbds_…` metric names a text mentions, histogram series (`_bucket`, `_sum`, `_count`)
+/// taken for their histogram.
+fn names_in(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("gbds_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+            .unwrap_or(tail.len());
+        let name = &tail[..end];
+        let histogram = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .filter(|base| ALL.contains(base));
+        // The crate's name (`RUST_LOG=gbds_notifier=debug`) is no metric.
+        if name != "gbds_notifier" {
+            names.insert(histogram.unwrap_or(name).to_owned());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_the_alerts_and_the_operations_guide_know_exactly_the_metrics_exported() {
+    let all: std::collections::BTreeSet<String> = ALL.iter().map(|s| s.to_string()).collect();
+    let dashboard = include_str!("../../deploy/grafana-dashboard.json");
+    let rules = include_str!("../../deploy/prometheus-rules.yml");
+    let guide = include_str!("../../docs/operations.md");
+    for (what, text) in [("dashboard", dashboard), ("alerting rules", rules)] {
+        let unknown: Vec<_> = names_in(text).difference(&all).cloned().collect();
+        assert!(
+            unknown.is_empty(),
+            "the {what} uses metrics that do not exist: {unknown:?}"
+        );
+    }
+    let shown = names_in(dashboard);
+    let missing: Vec<_> = all.difference(&shown).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard does not show {missing:?}"
+    );
+    let documented = names_in(guide);
+    assert_eq!(
+        documented, all,
+        "docs/operations.md lists the metrics exported, no more"
+    );
+    let rendered = names_in(&render(true, None));
+    assert!(rendered.is_subset(&all), "{rendered:?}");
+}
