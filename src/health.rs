@@ -52,6 +52,17 @@ impl Health {
         }
     }
 
+    /// Marks `component` as not ready yet for `reason`, as it is expected to be for a while
+    /// (starting up): logged at info, not as an error.
+    pub fn wait_for(&self, component: Component, reason: impl Into<String>) {
+        let reason = reason.into();
+        let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
+        if failing.get(&component) != Some(&reason) {
+            tracing::info!(component = component.as_str(), %reason, "not ready yet");
+            failing.insert(component, reason);
+        }
+    }
+
     /// Marks `component` as working again.
     pub fn recover(&self, component: Component) {
         let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);

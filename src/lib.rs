@@ -11,6 +11,9 @@
 //! - [`console`]: the review console, a page for reviewers and operators over that API.
 //! - [`inbound`]: the consumer of back-office outcomes over RabbitMQ (`[amqp] inbound_queue`).
 //! - [`health`]: readiness, the conditions each part reports.
+//! - [`supervisor`]: the writer, the dispatcher and the consumer watched; one that dies ends
+//!   the process for its supervisor to restart.
+//! - [`telemetry`]: the metrics `/metrics` exports and the log format.
 //! - [`jobs`]: scheduled retention and endpoint-health jobs.
 //! - [`states`]: renders the state machine as Markdown and Mermaid for `states/`.
 //! - [`receiver`]: a development receiver that prints notifications and checks signatures.
@@ -33,6 +36,8 @@ pub mod receiver;
 pub mod secret;
 pub mod states;
 pub mod store;
+pub mod supervisor;
+pub mod telemetry;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +52,8 @@ use crate::store::{Store, StoreOptions};
 
 /// How long in-flight POSTs may run on after shutdown was asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How often the histograms' recent samples are folded into their buckets when nothing scrapes.
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 /// Refuses to expose an API that has no tokens anywhere but on loopback.
 pub fn check_exposure(settings: &Settings) -> anyhow::Result<()> {
@@ -62,6 +69,10 @@ pub fn check_exposure(settings: &Settings) -> anyhow::Result<()> {
 
 /// Runs the service on `listener` until `shutdown` resolves, then stops accepting calls, lets
 /// POSTs in flight finish (bounded), releases what is left and closes the database.
+///
+/// Should the writer, the dispatcher or the consumer die meanwhile, readiness turns red, the
+/// API answers for [`supervisor::LINGER`] more, the rest winds down the same way, and this
+/// returns [`supervisor::Died`].
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
@@ -96,6 +107,9 @@ pub async fn run(
         }
     }
 
+    let health = store.health.clone();
+    // Joined on the blocking pool, so that its end (a panic included) is an event to await.
+    let writer = tokio::task::spawn_blocking(move || writer.join());
     let dispatcher = delivery::Dispatcher::new(store.clone(), settings.delivery.clone())?;
     let mut scheduler = jobs::start(&settings, &store).await?;
     let (stop, stopped) = watch::channel(false);
@@ -106,6 +120,19 @@ pub async fn run(
         .amqp_inbound
         .clone()
         .map(|s| inbound::Inbound::start(s, store.clone()));
+    let mut watched = supervisor::Watched::new(
+        health.clone(),
+        writer,
+        dispatching,
+        inbound.as_ref().map(inbound::Inbound::state),
+    );
+    let upkeep = tokio::spawn(async {
+        let mut every = tokio::time::interval(METRICS_UPKEEP);
+        loop {
+            every.tick().await;
+            telemetry::upkeep();
+        }
+    });
 
     let app = api::router(api::AppState {
         store: store.clone(),
@@ -116,7 +143,18 @@ pub async fn run(
         None => settings.store.sqlite_path.display().to_string(),
     };
     tracing::info!(listen = %listener.local_addr()?, db = %database, endpoints = settings.endpoints.len(), "gbds-notifier serving");
-    let served = api::serve(listener, app, &settings.api, shutdown).await;
+    let mut died = None;
+    let until = async {
+        tokio::select! {
+            () = shutdown => {}
+            dead = watched.first_death() => {
+                dead.report(&health);
+                tokio::time::sleep(supervisor::LINGER).await;
+                died = Some(dead);
+            }
+        }
+    };
+    let served = api::serve(listener, app, &settings.api, until).await;
 
     tracing::info!("shutting down: no new calls; finishing deliveries in flight");
     if let Some(inbound) = inbound {
@@ -125,11 +163,15 @@ pub async fn run(
     let _ = scheduler.shutdown().await;
     drop(scheduler);
     let _ = stop.send(true);
-    let _ = dispatching.await;
+    watched.dispatcher_stopped().await;
     store.shutdown().await;
     drop(store);
     // The writer stops after committing everything queued before the shutdown command.
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    watched.writer_stopped().await;
+    upkeep.abort();
+    if let Some(died) = died {
+        return Err(died.into());
+    }
     tracing::info!("stopped");
     Ok(served?)
 }

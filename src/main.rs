@@ -45,18 +45,10 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            // The scheduler's own start-up chatter is not news to an operator.
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,tokio_cron_scheduler=warn".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
+            // The configuration first: it says how to log (a mistake in it is printed as text).
             let settings =
                 match gbds_notifier::config::load(config.as_deref(), |k| std::env::var(k).ok()) {
                     Ok(s) => s,
@@ -65,17 +57,34 @@ fn main() -> anyhow::Result<()> {
                         std::process::exit(2);
                     }
                 };
+            gbds_notifier::telemetry::logs::init(settings.log_format);
             if let Err(e) = gbds_notifier::check_exposure(&settings) {
-                eprintln!("{e}");
+                tracing::error!("{e}");
                 std::process::exit(2);
             }
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(async {
+            let served = runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(settings.listen)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
                 gbds_notifier::run(settings, listener, shutdown_signal()).await
-            })
+            });
+            match served {
+                Ok(()) => Ok(()),
+                // A part of the service stopped: a supervisor (systemd's Restart=on-failure,
+                // an orchestrator) is to start a fresh process.
+                Err(e) if e.is::<gbds_notifier::supervisor::Died>() => {
+                    tracing::error!(
+                        "{e:#}; exiting with status {}",
+                        gbds_notifier::supervisor::EXIT_DIED
+                    );
+                    std::process::exit(gbds_notifier::supervisor::EXIT_DIED);
+                }
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::States { dir, check } => {
             let mut stale = Vec::new();
@@ -102,6 +111,7 @@ fn main() -> anyhow::Result<()> {
             secret,
             status,
         } => {
+            gbds_notifier::telemetry::logs::init(gbds_notifier::config::LogFormat::Text);
             let status = axum::http::StatusCode::from_u16(status)?;
             tokio::runtime::Runtime::new()?
                 .block_on(gbds_notifier::receiver::serve(listen, secret, status))

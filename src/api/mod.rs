@@ -5,6 +5,7 @@ mod error;
 mod feed;
 mod openapi;
 mod operator;
+mod ops;
 mod request;
 mod serve;
 mod transactions;
@@ -44,6 +45,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .merge(operator::router())
         .merge(feed::router())
         .merge(crate::console::router())
+        .merge(ops::router())
 }
 
 /// The OpenAPI document of every route (`GET /openapi.json` serves it).
@@ -64,6 +66,8 @@ pub fn router(state: AppState) -> Router {
                 "this route does not take that method",
             )
         })
+        // Last, so that it sees every route (it runs after routing, with the matched template).
+        .layer(axum::middleware::from_fn(ops::count))
         .with_state(state)
 }
 

@@ -21,11 +21,13 @@ use tokio::sync::Semaphore;
 
 use super::ApiError;
 use crate::config::ApiSettings;
+use crate::telemetry::{self, Rejected};
 
 /// Adds the concurrency bound and the per-call deadline to `router`. A call past the bound
 /// waits up to `request_timeout` for a slot (then 503 with `Retry-After`), and has
 /// `request_timeout` from when it gets one to read its body and be answered (then 408).
-/// `/healthz` skips the bound so that a liveness probe still answers when the API is saturated.
+/// The probes (`ops::is_probe`) skip the bound, so that they still answer when the API is
+/// saturated.
 pub fn harden(router: Router, limits: &ApiSettings) -> Router {
     let slots = Arc::new(Semaphore::new(limits.max_concurrent_requests));
     let deadline = limits.request_timeout;
@@ -38,12 +40,15 @@ pub fn harden(router: Router, limits: &ApiSettings) -> Router {
 }
 
 async fn bounded(slots: Arc<Semaphore>, limit: Duration, req: Request, next: Next) -> Response {
-    let _slot = if req.uri().path() == "/healthz" {
+    let _slot = if super::ops::is_probe(req.uri().path()) {
         None
     } else {
         match tokio::time::timeout(limit, slots.acquire_owned()).await {
             Ok(slot) => Some(slot.expect("the semaphore is never closed")),
-            Err(_) => return overloaded(),
+            Err(_) => {
+                telemetry::http_rejected(Rejected::Overloaded);
+                return overloaded();
+            }
         }
     };
     match tokio::time::timeout(limit, next.run(req)).await {
@@ -51,16 +56,23 @@ async fn bounded(slots: Arc<Semaphore>, limit: Duration, req: Request, next: Nex
         // The call is abandoned where it stands. A write already handed to the store may
         // still commit: after a 408 the outcome is unknown and the call should be repeated
         // (registrations and events with an event_id are idempotent).
-        Err(_) => ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            format!(
-                "the call took longer than {} ms (a slow body?)",
-                limit.as_millis()
-            ),
-        )
-        .into_response(),
+        Err(_) => {
+            telemetry::http_rejected(Rejected::Timeout);
+            request_timeout(limit)
+        }
     }
+}
+
+fn request_timeout(limit: Duration) -> Response {
+    ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!(
+            "the call took longer than {} ms (a slow body?)",
+            limit.as_millis()
+        ),
+    )
+    .into_response()
 }
 
 fn overloaded() -> Response {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::settings::{ApiSettings, SuccessRule};
+use super::settings::{ApiSettings, LogFormat, SuccessRule};
 use crate::domain::UpdateLabel;
 
 /// `listen`: loopback only, so that a service without tokens is not open to the network.
@@ -74,6 +74,9 @@ pub const AMQP_ID: &str = "rabbitmq";
 /// of them, few enough to bound what the consumer holds (BENCHMARKS.md: 64 halves the rate,
 /// 1,024 adds nothing).
 pub const INBOUND_PREFETCH: u16 = 256;
+
+/// `[log] format`: text, for a person.
+pub const LOG_FORMAT: LogFormat = LogFormat::Text;
 
 /// An endpoint's `auth.client_auth`: `client_secret_basic`, which every server must accept.
 pub const OAUTH2_CLIENT_AUTH: &str = "basic";

@@ -110,6 +110,7 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
         "amqp.inbound_prefetch",
         EnvKind::Toml,
     ),
+    ("GBDS_LOG_FORMAT", "log.format", EnvKind::Text),
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

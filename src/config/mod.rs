@@ -20,8 +20,8 @@ pub use duration::parse_duration;
 pub use env::{EnvKind, ENV_KEYS};
 pub use error::ConfigError;
 pub use settings::{
-    AmqpInboundSettings, ApiSettings, ApiToken, DeliverySettings, RetentionSettings, Role,
-    Settings, StoreSettings, SuccessRule,
+    AmqpInboundSettings, ApiSettings, ApiToken, DeliverySettings, LogFormat, RetentionSettings,
+    Role, Settings, StoreSettings, SuccessRule,
 };
 
 use raw::RawConfig;

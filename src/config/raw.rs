@@ -26,6 +26,16 @@ pub(super) struct RawConfig {
     pub retention: RawRetention,
     #[serde(default)]
     pub amqp: RawAmqp,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+/// `[log]`: how the service logs.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    /// "text" or "json".
+    pub format: Option<String>,
 }
 
 /// `[amqp]`: the RabbitMQ sink (docs/integrations.md).

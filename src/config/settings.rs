@@ -23,6 +23,17 @@ pub struct Settings {
     pub retention: RetentionSettings,
     /// The consumer of outcomes over RabbitMQ, when `[amqp] inbound_queue` is set.
     pub amqp_inbound: Option<AmqpInboundSettings>,
+    /// `[log] format`.
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For a person reading a terminal or the journal.
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
 }
 
 /// The consumer of back-office outcomes (CONTRACT §8), independent of the sink: it shares only

@@ -466,6 +466,8 @@ enabled = false
 url = "amqp://guest:guest@127.0.0.1:5672/%2f"
 exchange = "gbds.notifications"
 id = "rabbitmq"
+[log]
+format = "text"
 "#,
     )
     .unwrap();
@@ -514,5 +516,32 @@ fn postgres_url_and_sqlite_path_together_are_refused_naming_both() {
     assert!(
         e.contains("store.postgres_url: not a PostgreSQL URL"),
         "{e}"
+    );
+}
+
+#[test]
+fn log_format_is_text_unless_the_file_or_gbds_log_format_says_json() {
+    assert_eq!(from_toml("").unwrap().log_format, LogFormat::Text);
+    assert_eq!(
+        from_toml("[log]\nformat = \"json\"").unwrap().log_format,
+        LogFormat::Json
+    );
+    let from_env = from_toml_env("[log]\nformat = \"text\"", &[("GBDS_LOG_FORMAT", "json")]);
+    assert_eq!(from_env.unwrap().log_format, LogFormat::Json);
+    for (text, env) in [
+        ("[log]\nformat = \"JSON\"", None),
+        ("", Some("logfmt")),
+        ("[log]\nformats = \"json\"", None),
+    ] {
+        let env: Vec<(&str, &str)> = env.map(|v| ("GBDS_LOG_FORMAT", v)).into_iter().collect();
+        let e = from_toml_env(text, &env).unwrap_err().to_string();
+        assert!(e.contains("format"), "{text} {env:?}: {e}");
+    }
+    let e = from_toml_env("", &[("GBDS_LOG_FORMAT", "logfmt")])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "config: log.format: \"logfmt\" is not \"text\" or \"json\""
     );
 }

@@ -24,6 +24,7 @@ use crate::config::{DeliverySettings, SuccessRule};
 use crate::endpoint::{Destination, Endpoint, Format, HttpDestination, Registry};
 use crate::secret::Secret;
 use crate::store::{ClaimedDelivery, Completion, Handoff, Store};
+use crate::telemetry::{Attempt, AttemptMeter};
 use reqwest::header::{self, HeaderName, HeaderValue};
 
 const USER_AGENT: &str = concat!("gbds-notifier/", env!("CARGO_PKG_VERSION"));
@@ -270,9 +271,18 @@ impl Dispatcher {
             .expect("in-flight set")
             .insert(delivery.id, delivery.endpoint_id.clone());
         let (this, in_flight) = (self.clone(), in_flight.clone());
+        let meter = AttemptMeter::of(&delivery.endpoint_id);
         tasks.spawn(async move {
             let id = delivery.id;
+            let began = std::time::Instant::now();
             let completion = this.attempt(delivery).await;
+            let outcome = match &completion {
+                Completion::Delivered { .. } => Attempt::Delivered,
+                Completion::Retry { .. } => Attempt::Retry,
+                Completion::Dead { .. } => Attempt::Dead,
+                Completion::Gone { .. } => Attempt::Gone,
+            };
+            meter.record(outcome, began.elapsed());
             this.store.complete(vec![completion]).await;
             in_flight.lock().expect("in-flight set").remove(&id);
         });
@@ -350,7 +360,6 @@ impl Dispatcher {
             Some(direct) => Self::send_direct(direct, way, headers, body).await,
             None => self.send_reqwest(http, way, headers, body).await,
         };
-        let failed_attempts = d.attempts + 1;
         match sent {
             Sent::Answered {
                 status,
@@ -364,7 +373,7 @@ impl Dispatcher {
                     SuccessRule::Any2xx => (200..300).contains(&status),
                     SuccessRule::Only200 => status == 200,
                 };
-                tracing::debug!(delivery = d.id, endpoint = %d.endpoint_id, status, elapsed_ms = started.elapsed().as_millis() as u64, "attempt");
+                tracing::debug!(delivery = d.id, endpoint = %d.endpoint_id, tguid = %d.tguid, webhook_id = %d.webhook_id, status, elapsed_ms = started.elapsed().as_millis() as u64, "attempt");
                 if acknowledged {
                     Completion::Delivered {
                         id: d.id,
@@ -376,18 +385,12 @@ impl Dispatcher {
                         endpoint_id: d.endpoint_id,
                     }
                 } else {
-                    self.failed(
-                        d.id,
-                        failed_attempts,
-                        Some(status),
-                        format!("HTTP {status}"),
-                        retry_after,
-                    )
+                    self.failed(&d, Some(status), format!("HTTP {status}"), retry_after)
                 }
             }
             Sent::Failed(why) => {
-                tracing::debug!(delivery = d.id, endpoint = %d.endpoint_id, error = %why, "attempt failed");
-                self.failed(d.id, failed_attempts, None, why, None)
+                tracing::debug!(delivery = d.id, endpoint = %d.endpoint_id, tguid = %d.tguid, webhook_id = %d.webhook_id, error = %why, "attempt failed");
+                self.failed(&d, None, why, None)
             }
         }
     }
@@ -473,20 +476,21 @@ impl Dispatcher {
                 http_status: 200,
             },
             Err(why) => {
-                tracing::debug!(delivery = d.id, endpoint = %d.endpoint_id, error = %why, "publish failed");
-                self.failed(d.id, d.attempts + 1, None, why, None)
+                tracing::debug!(delivery = d.id, endpoint = %d.endpoint_id, tguid = %d.tguid, webhook_id = %d.webhook_id, error = %why, "publish failed");
+                self.failed(&d, None, why, None)
             }
         }
     }
 
+    /// A failed attempt of `d`: retried on schedule, or dead once the schedule is used up.
     fn failed(
         &self,
-        id: i64,
-        failed_attempts: u32,
+        d: &ClaimedDelivery,
         http_status: Option<u16>,
         error: String,
         retry_after: Option<Duration>,
     ) -> Completion {
+        let (id, failed_attempts) = (d.id, d.attempts + 1);
         let s = &self.settings;
         match retry::next_delay(
             &s.retry_schedule,
@@ -501,11 +505,16 @@ impl Dispatcher {
                 error,
                 next_attempt_at: now_ms() + delay.as_millis() as i64,
             },
-            None => Completion::Dead {
-                id,
-                http_status,
-                error,
-            },
+            None => {
+                tracing::warn!(delivery = id, endpoint = %d.endpoint_id, tguid = %d.tguid,
+                    webhook_id = %d.webhook_id, attempts = failed_attempts, %error,
+                    "delivery is dead: its retry schedule is used up");
+                Completion::Dead {
+                    id,
+                    http_status,
+                    error,
+                }
+            }
         }
     }
 }

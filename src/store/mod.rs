@@ -325,6 +325,24 @@ pub struct Handoff {
     taken: Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Debug builds only: `GBDS_FAULT_WRITER_PANIC_ON=<tguid>` makes the writer thread panic when a
+/// registration of that tguid reaches it, so that tests can watch what the writer's death does
+/// to the process (`tests/it/operability`). Release builds have no such hook.
+#[cfg(debug_assertions)]
+fn fault_hook(batch: &[Command]) {
+    static TGUID: std::sync::LazyLock<Option<String>> =
+        std::sync::LazyLock::new(|| std::env::var("GBDS_FAULT_WRITER_PANIC_ON").ok());
+    let Some(fatal) = TGUID.as_deref() else {
+        return;
+    };
+    let hit = batch
+        .iter()
+        .any(|c| matches!(c, Command::Register { tguid, .. } if tguid.as_str() == fatal));
+    if hit {
+        panic!("fault hook: a registration of {fatal} kills the store writer (GBDS_FAULT_WRITER_PANIC_ON)");
+    }
+}
+
 /// Most statements the writer's connection keeps prepared.
 const STATEMENT_CACHE: usize = 128;
 
@@ -418,13 +436,18 @@ impl Store {
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, WriteError> {
         let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(make(reply))
-            .await
-            .map_err(|_| WriteError::Internal("the store is shutting down".into()))?;
-        answer
-            .await
-            .map_err(|_| WriteError::Internal("the store writer stopped".into()))
+        // Without its writer this process takes no write again (it exits for a restart); the
+        // caller may try again, here later or at another instance.
+        self.commands.send(make(reply)).await.map_err(|_| {
+            WriteError::Unavailable("the store writer has stopped; nothing was written".into())
+        })?;
+        answer.await.map_err(|_| {
+            WriteError::Unavailable(
+                "the store writer stopped before answering, so whether this call was recorded \
+                 is unknown: repeat it (an event_id or decision_id makes a repeat safe)"
+                    .into(),
+            )
+        })
     }
 
     pub async fn register(
@@ -453,12 +476,17 @@ impl Store {
         request: InputRequest,
         decision: DecisionNote,
     ) -> Result<Applied, WriteError> {
-        self.ask(|reply| Command::Apply {
-            request,
-            decision,
-            reply,
-        })
-        .await?
+        let applied = self
+            .ask(|reply| Command::Apply {
+                request,
+                decision,
+                reply,
+            })
+            .await??;
+        if !applied.duplicate {
+            crate::telemetry::notifications_recorded(applied.notifications);
+        }
+        Ok(applied)
     }
 
     /// Leases up to `limit` due deliveries, each the first pending one of its queue, within

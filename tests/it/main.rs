@@ -16,6 +16,8 @@
 //! - `integrations`: subscriptions, the pull feed, CloudEvents and RabbitMQ, with snapshots
 //!   of every document scenario's renderings.
 //! - `console`: the review console's API, and its page in headless Chromium.
+//! - `operability`: `/readyz` turning red when the writer dies and the process exiting 3,
+//!   `/metrics` counting what happened, JSON logs, readiness during a PostgreSQL outage.
 //! - `scale_out`: several instances on one PostgreSQL database (`GBDS_TEST_STORE=postgres`):
 //!   racing calls, the head race, kill -9, an outage, the feed in commit order.
 //! - `openapi`: the OpenAPI document against the router that serves it.
@@ -28,6 +30,7 @@ mod delivery;
 mod harness;
 mod integrations;
 mod openapi;
+mod operability;
 mod refusals;
 mod scale_out;
 mod scenarios;

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 use super::defaults;
 use super::duration::duration_or;
 use super::error::{err, ConfigError};
-use super::raw::{RawConfig, RawNotifications, RawRetention, RawStore};
-use super::settings::{RetentionSettings, Settings, StoreSettings};
+use super::raw::{RawConfig, RawLog, RawNotifications, RawRetention, RawStore};
+use super::settings::{LogFormat, RetentionSettings, Settings, StoreSettings};
 use crate::domain::UpdateLabel;
 
 pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
@@ -37,6 +37,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
     if let Some(sink) = endpoints::amqp_sink(raw.amqp, &endpoints)? {
         endpoints.push(sink);
     }
+    let log_format = log_format(raw.log)?;
     Ok(Settings {
         listen,
         store,
@@ -46,7 +47,20 @@ pub(super) fn validate(raw: RawConfig) -> Result<Settings, ConfigError> {
         update_label,
         retention,
         amqp_inbound,
+        log_format,
     })
+}
+
+fn log_format(raw: RawLog) -> Result<LogFormat, ConfigError> {
+    match raw.format.as_deref() {
+        None => Ok(defaults::LOG_FORMAT),
+        Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(other) => err(
+            "log.format",
+            format!("{other:?} is not \"text\" or \"json\""),
+        ),
+    }
 }
 
 fn listen(text: Option<&str>) -> Result<SocketAddr, ConfigError> {

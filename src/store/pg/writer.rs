@@ -153,6 +153,8 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            #[cfg(debug_assertions)]
+            crate::store::fault_hook(&batch);
             let stop = batch.iter().any(|c| matches!(c, Command::Shutdown));
             let now = now_ms();
             self.leases.sweep(now);
@@ -247,6 +249,7 @@ impl Writer {
                 Err(failure) => return self.refuse(commands, carried, &failure.to_string()),
             };
             let view = self.view();
+            let began = std::time::Instant::now();
             let run = tokio::time::timeout(
                 BATCH_DEADLINE,
                 in_transaction(&conn, |client, st| {
@@ -261,6 +264,8 @@ impl Writer {
             });
             match run {
                 Ok(done) => {
+                    let commands_run = commands.len() + usize::from(!carried.is_empty());
+                    crate::telemetry::batch_committed(commands_run, began.elapsed());
                     self.conn = Some(conn);
                     self.health.recover(Component::Store);
                     let gone = self.committed(commands, done, now);

@@ -159,6 +159,8 @@ pub(super) fn spawn(
             while let Some(first) = commands.blocking_recv() {
                 batch.push(first);
                 drain(&mut commands, &mut batch);
+                #[cfg(debug_assertions)]
+                super::fault_hook(&batch);
                 let mut stop = batch.iter().any(|c| matches!(c, Command::Shutdown));
                 let woke = writer.run_batch_joining(&mut batch, &mut |batch| {
                     let from = batch.len();
@@ -204,6 +206,7 @@ impl Writer {
         more: &mut dyn FnMut(&mut Vec<Command>),
     ) -> bool {
         let now = now_ms();
+        let began = std::time::Instant::now();
         tracing::trace!(commands = batch.len(), "write batch");
         if let Err(e) = self.sync_for(batch) {
             tracing::error!(error = %e, "cannot set PRAGMA synchronous; the batch is refused");
@@ -258,6 +261,7 @@ impl Writer {
             Err(PassAborted::CommandFailed) => unreachable!("a per-command pass does not abort"),
         };
         let woke = if commit_error.is_none() {
+            crate::telemetry::batch_committed(batch.len(), began.elapsed());
             self.queue.committed();
             // What the batch changed of the endpoints is on disk: the dispatcher sends by it
             // from now on, before anything of the batch is handed out or answered.

@@ -108,6 +108,18 @@ impl ServiceProcess {
     /// endpoint `test` at `receiver_url`) into `dir` and starts the binary on it; returns once
     /// `/healthz` answers.
     pub async fn start(dir: &Path, db: &Path, receiver_url: &str, extra_toml: &str) -> Self {
+        Self::start_with_env(dir, db, receiver_url, extra_toml, &[]).await
+    }
+
+    /// [`ServiceProcess::start`] with these environment variables too (`RUST_LOG` is `info`
+    /// unless they say otherwise).
+    pub async fn start_with_env(
+        dir: &Path,
+        db: &Path,
+        receiver_url: &str,
+        extra_toml: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let port = free_port();
         let listen: SocketAddr = ([127, 0, 0, 1], port).into();
         let config = dir.join(format!("gbds-notifier-{port}.toml"));
@@ -122,6 +134,7 @@ impl ServiceProcess {
             // Nothing from the caller's environment (GBDS_*, proxies) may change the config.
             .env_clear()
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("the log file handle"))
             .stderr(out)
@@ -174,6 +187,22 @@ impl ServiceProcess {
     pub fn kill_9(mut self) {
         self.child.kill().expect("SIGKILL is delivered");
         self.child.wait().expect("the killed child is reaped");
+    }
+
+    /// Waits (polling, bounded) for the process to exit by itself; returns its status and log.
+    pub async fn exited(mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("the child can be waited on") {
+                return (status, self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gbds-notifier did not exit by itself within {DEADLINE:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// SIGTERM, then waits (polling, bounded) for the process to exit; returns its status.
