@@ -107,16 +107,17 @@ pub async fn run(
         .clone()
         .map(|s| inbound::Inbound::start(s, store.clone()));
 
+    let auth = Arc::new(api::Auth::new(settings.api.tokens.clone()));
     let app = api::router(api::AppState {
         store: store.clone(),
-        auth: Arc::new(api::Auth::new(settings.api.tokens.clone())),
+        auth: auth.clone(),
     });
     let database = match &settings.store.postgres_url {
         Some(_) => "PostgreSQL (store.postgres_url)".to_owned(),
         None => settings.store.sqlite_path.display().to_string(),
     };
     tracing::info!(listen = %listener.local_addr()?, db = %database, endpoints = settings.endpoints.len(), "gbds-notifier serving");
-    let served = api::serve(listener, app, &settings.api, shutdown).await;
+    let served = api::serve(listener, app, &settings.api, auth, shutdown).await;
 
     tracing::info!("shutting down: no new calls; finishing deliveries in flight");
     if let Some(inbound) = inbound {

@@ -160,14 +160,10 @@ struct RecoverRequest {
     since: String,
 }
 
-async fn recover(
-    State(app): State<AppState>,
-    PathParam(id): PathParam,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Affected>, ApiError> {
-    app.auth.check(&headers, OPERATORS)?;
-    let req: RecoverRequest = parse_json(&read_body(body).await?)?;
+/// A recovery body (`{"since"}`): the time, in unix milliseconds, from which dead deliveries
+/// are sent again.
+pub fn parse_recover(body: &[u8]) -> Result<i64, ApiError> {
+    let req: RecoverRequest = parse_json(body)?;
     let since =
         time::OffsetDateTime::parse(&req.since, &time::format_description::well_known::Rfc3339)
             .map_err(|e| {
@@ -176,7 +172,17 @@ async fn recover(
                     req.since
                 ))
             })?;
-    let since = (since.unix_timestamp_nanos() / 1_000_000) as i64;
+    Ok((since.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
+async fn recover(
+    State(app): State<AppState>,
+    PathParam(id): PathParam,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Affected>, ApiError> {
+    app.auth.check(&headers, OPERATORS)?;
+    let since = parse_recover(&read_body(body).await?)?;
     let done = app
         .store
         .admin(AdminOp::Recover {
@@ -194,6 +200,17 @@ struct RenotifyRequest {
     endpoint: Option<String>,
 }
 
+/// A re-send body (`{"endpoint"?}`, or none at all) for the transaction `raw_tguid`: the
+/// transaction and the one endpoint to send to (all when `None`).
+pub fn parse_renotify(raw_tguid: &str, body: &[u8]) -> Result<(Tguid, Option<String>), ApiError> {
+    let req: RenotifyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RenotifyRequest::default()
+    } else {
+        parse_json(body)?
+    };
+    Ok((Tguid::parse(raw_tguid)?, req.endpoint))
+}
+
 async fn renotify(
     State(app): State<AppState>,
     PathParam(raw_tguid): PathParam,
@@ -201,18 +218,12 @@ async fn renotify(
     body: Body,
 ) -> Result<Json<Affected>, ApiError> {
     app.auth.check(&headers, OPERATORS)?;
-    let bytes = read_body(body).await?;
-    let req: RenotifyRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
-        RenotifyRequest::default()
-    } else {
-        parse_json(&bytes)?
-    };
-    let tguid = Tguid::parse(&raw_tguid)?;
+    let (tguid, endpoint_id) = parse_renotify(&raw_tguid, &read_body(body).await?)?;
     let done = app
         .store
         .admin(AdminOp::Renotify {
             tguid: tguid.to_string(),
-            endpoint_id: req.endpoint,
+            endpoint_id,
         })
         .await?;
     Ok(done.into())
@@ -350,14 +361,18 @@ impl CreateEndpoint {
     }
 }
 
+/// An endpoint body (`POST /v1/endpoints`), checked by the configuration file's rules.
+pub fn parse_endpoint(body: &[u8]) -> Result<Endpoint, ApiError> {
+    parse_json::<CreateEndpoint>(body)?.into_endpoint()
+}
+
 async fn create_endpoint(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
     app.auth.check(&headers, ADMINS)?;
-    let req: CreateEndpoint = parse_json(&read_body(body).await?)?;
-    let endpoint = req.into_endpoint()?;
+    let endpoint = parse_endpoint(&read_body(body).await?)?;
     let id = endpoint.id.clone();
     // Answered after the commit that added it to the database and to the registry.
     app.store
@@ -418,6 +433,11 @@ impl UpdateEndpoint {
     }
 }
 
+/// A change to endpoint `id` (`PATCH /v1/endpoints/{id}`), each field checked as at creation.
+pub fn parse_endpoint_change(id: &str, body: &[u8]) -> Result<endpoint::Change, ApiError> {
+    parse_json::<UpdateEndpoint>(body)?.into_change(id)
+}
+
 async fn update_endpoint(
     State(app): State<AppState>,
     PathParam(id): PathParam,
@@ -425,8 +445,7 @@ async fn update_endpoint(
     body: Body,
 ) -> Result<Json<EndpointOut>, ApiError> {
     app.auth.check(&headers, ADMINS)?;
-    let req: UpdateEndpoint = parse_json(&read_body(body).await?)?;
-    let change = req.into_change(&id)?;
+    let change = parse_endpoint_change(&id, &read_body(body).await?)?;
     // Answered after the commit that changed the database and the registry alike: the next
     // delivery goes by the change.
     app.store

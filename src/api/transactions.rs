@@ -11,10 +11,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use serde_json::Value;
 
 use super::error::ApiError;
 use super::operator::DeliveryOut;
-use super::request::{page_cursor, page_limit, parse_json, query_keys, read_body, PathParam};
+use super::request::{
+    json_value, page_cursor, page_limit, parse_json, query_keys, read_body, shape, PathParam,
+};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::config::Role;
@@ -289,7 +292,12 @@ fn path_tguid(raw: &str) -> Result<Tguid, ApiError> {
 /// A registration body (`{"tguid","operation"}`), checked as `POST /v1/transactions` checks
 /// it: the body, then the operation, then the tguid. Shared with the AMQP inbound consumer.
 pub fn parse_registration(body: &[u8]) -> Result<(Tguid, Operation), ApiError> {
-    let req: RegisterRequest = parse_json(body)?;
+    registration(json_value(body)?)
+}
+
+/// `parse_registration` of a body already read as JSON (an inbound message's fields).
+pub fn registration(body: Value) -> Result<(Tguid, Operation), ApiError> {
+    let req: RegisterRequest = shape(body)?;
     let operation = parse_enum(
         "operation",
         &req.operation,
@@ -304,7 +312,12 @@ pub fn parse_registration(body: &[u8]) -> Result<(Tguid, Operation), ApiError> {
 /// `POST /v1/transactions/{tguid}/events` checks it: the body, the type and uguid, the
 /// event_id, then the tguid. Shared with the AMQP inbound consumer.
 pub fn parse_event(raw_tguid: &str, body: &[u8], actor: String) -> Result<InputRequest, ApiError> {
-    let req: EventRequest = parse_json(body)?;
+    event_of(raw_tguid, json_value(body)?, actor)
+}
+
+/// `parse_event` of a body already read as JSON (an inbound message's fields).
+pub fn event_of(raw_tguid: &str, body: Value, actor: String) -> Result<InputRequest, ApiError> {
+    let req: EventRequest = shape(body)?;
     let input = match req.kind.as_str() {
         "PENDING" => Input::SentToReview,
         "EXCEPTION" => Input::Exception,
@@ -377,7 +390,27 @@ async fn review(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<EventOut>, ApiError> {
-    decide(&app, &raw_tguid, &headers, body, |req: ReviewRequest| {
+    decide(&app, &raw_tguid, &headers, body, parse_review).await
+}
+
+async fn treatment(
+    State(app): State<AppState>,
+    PathParam(raw_tguid): PathParam,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<EventOut>, ApiError> {
+    decide(&app, &raw_tguid, &headers, body, parse_treatment).await
+}
+
+/// A review body (`{"decision","reviewer"?,"decision_id"?,"comment"?}`) for the transaction
+/// `raw_tguid`, as `POST /v1/transactions/{tguid}/review` checks it; `caller` is the token's
+/// name.
+pub fn parse_review(
+    raw_tguid: &str,
+    body: &[u8],
+    caller: &str,
+) -> Result<(InputRequest, DecisionNote), ApiError> {
+    parse_decision(raw_tguid, body, caller, |req: ReviewRequest| {
         let decision = parse_enum(
             "decision",
             &req.decision,
@@ -391,16 +424,16 @@ async fn review(
         };
         Ok((Input::Review(decision), about))
     })
-    .await
 }
 
-async fn treatment(
-    State(app): State<AppState>,
-    PathParam(raw_tguid): PathParam,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<EventOut>, ApiError> {
-    decide(&app, &raw_tguid, &headers, body, |req: TreatmentRequest| {
+/// A treatment body (`{"treatment","reviewer"?,"decision_id"?,"comment"?}`), as
+/// `POST /v1/transactions/{tguid}/treatment` checks it.
+pub fn parse_treatment(
+    raw_tguid: &str,
+    body: &[u8],
+    caller: &str,
+) -> Result<(InputRequest, DecisionNote), ApiError> {
+    parse_decision(raw_tguid, body, caller, |req: TreatmentRequest| {
         let t = parse_enum(
             "treatment",
             &req.treatment,
@@ -414,21 +447,18 @@ async fn treatment(
         };
         Ok((Input::Treat(t), about))
     })
-    .await
 }
 
-/// A reviewer's decision (MIR or ETR), checked in the contract's order: the caller, the body,
-/// the decision (`input` turns the body into the input and what came with it), the reviewer,
-/// decision_id and comment, then the tguid; then the state machine decides.
-async fn decide<R: serde::de::DeserializeOwned>(
-    app: &AppState,
+/// A reviewer's decision (MIR or ETR), checked in the contract's order (the caller was
+/// checked before): the body, the decision (`input` turns the body into the input and what
+/// came with it), the reviewer, decision_id and comment, then the tguid.
+fn parse_decision<R: serde::de::DeserializeOwned>(
     raw_tguid: &str,
-    headers: &HeaderMap,
-    body: Body,
+    body: &[u8],
+    caller: &str,
     input: impl FnOnce(R) -> Result<(Input, DecisionAbout), ApiError>,
-) -> Result<Json<EventOut>, ApiError> {
-    let caller = app.auth.check(headers, &[Role::Review])?;
-    let req: R = parse_json(&read_body(body).await?)?;
+) -> Result<(InputRequest, DecisionNote), ApiError> {
+    let req: R = parse_json(body)?;
     let (input, about) = input(req)?;
     let reviewer = label("reviewer", about.reviewer)?;
     let id = decision_id(about.decision_id)?;
@@ -444,8 +474,21 @@ async fn decide<R: serde::de::DeserializeOwned>(
         tguid,
         input,
         event_id: None,
-        actor: actor(&caller.name, reviewer),
+        actor: actor(caller, reviewer),
     };
+    Ok((request, note))
+}
+
+/// The caller, then the body; then the state machine decides.
+async fn decide(
+    app: &AppState,
+    raw_tguid: &str,
+    headers: &HeaderMap,
+    body: Body,
+    parse: fn(&str, &[u8], &str) -> Result<(InputRequest, DecisionNote), ApiError>,
+) -> Result<Json<EventOut>, ApiError> {
+    let caller = app.auth.check(headers, &[Role::Review])?;
+    let (request, note) = parse(raw_tguid, &read_body(body).await?, &caller.name)?;
     let applied = app.store.decide(request, note).await?;
     Ok(Json(EventOut {
         summary: SummaryOut::from(&applied.summary),

@@ -98,6 +98,8 @@ pub(super) struct RawApi {
     pub header_read_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub max_concurrent_requests: Option<usize>,
+    pub body_read_timeout: Option<String>,
+    pub body_memory_budget: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

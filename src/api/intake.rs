@@ -1,0 +1,255 @@
+//! Request bodies, read in full before a call takes an API slot: from a caller with a valid
+//! token only, under a total deadline (`[api] body_read_timeout`) and within a memory budget
+//! shared by every body held (`[api] body_memory_budget`). So a sender that trickles its body
+//! holds neither a slot nor more memory than it sent, and not for long.
+//!
+//! What must be refused after the route's own checks (a body over 2 MB is 413 only once the
+//! role was found allowed, CONTRACT §4's precedence) travels to the handler inside the body,
+//! as the error its `read_body` returns.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, SizeHint};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::error::ApiError;
+use super::request::{Auth, DRAIN_LIMIT, MAX_BODY};
+use crate::config::{ApiSettings, Role};
+
+/// Every role: the intake asks only that the token is valid; the route checks the role.
+const ANY_ROLE: &[Role] = &[Role::Ingest, Role::Review];
+
+/// The limits every body is read under, shared by all connections.
+pub struct Intake {
+    deadline: Duration,
+    /// One permit per byte held by bodies being read or handled.
+    budget: Arc<Semaphore>,
+    /// The largest body that can be held at all: 2 MB, or the whole budget if that is less.
+    largest: usize,
+    auth: Arc<Auth>,
+}
+
+impl Intake {
+    pub fn new(limits: &ApiSettings, auth: Arc<Auth>) -> Self {
+        Self {
+            deadline: limits.body_read_timeout,
+            budget: Arc::new(Semaphore::new(limits.body_memory_budget)),
+            largest: MAX_BODY.min(limits.body_memory_budget),
+            auth,
+        }
+    }
+
+    /// The middleware: reads the body, then lets the call go on with it in memory.
+    pub async fn read_ahead(self: Arc<Self>, req: Request, next: Next) -> Response {
+        let (parts, body) = req.into_parts();
+        if body.is_end_stream() {
+            return next.run(Request::from_parts(parts, body)).await;
+        }
+        // Nobody without a valid token gets the service to wait for or hold a body.
+        if let Err(e) = self.auth.check(&parts.headers, ANY_ROLE) {
+            return e.into_response();
+        }
+        let received = match tokio::time::timeout(self.deadline, self.receive(body)).await {
+            Ok(Ok(received)) => received,
+            Ok(Err(refusal)) => return refusal,
+            Err(_) => {
+                return ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within {} ms",
+                        self.deadline.as_millis()
+                    ),
+                )
+                .into_response()
+            }
+        };
+        next.run(Request::from_parts(parts, Body::new(received)))
+            .await
+    }
+
+    async fn receive(&self, mut body: Body) -> Result<Received, Response> {
+        let announced = body.size_hint().exact();
+        if announced.is_some_and(|n| n > self.largest as u64) {
+            return Ok(self.drain(body, 0).await);
+        }
+        let mut held = Held::new(self.budget.clone(), self.largest);
+        if let Some(n) = announced {
+            held.reserve(n as usize)?;
+        }
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::malformed(format!("could not read the body: {e}")).into_response()
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            let total = held.buf.len() + data.len();
+            if total > self.largest {
+                drop(held);
+                return Ok(self.drain(body, total).await);
+            }
+            held.reserve(total)?;
+            held.buf.extend_from_slice(&data);
+        }
+        Ok(Received::Data(Some(held.into_bytes())))
+    }
+
+    /// Reads and drops the rest of a body too large to hold, so that its sender gets the 413
+    /// rather than a reset connection; past `DRAIN_LIMIT` the connection is cut.
+    async fn drain(&self, mut body: Body, mut seen: usize) -> Received {
+        while seen <= DRAIN_LIMIT {
+            match body.frame().await {
+                Some(Ok(frame)) => seen += frame.data_ref().map_or(0, Bytes::len),
+                Some(Err(_)) | None => break,
+            }
+        }
+        Received::Refused(Some(Deferred(if self.largest < MAX_BODY {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "the request body is larger than {} bytes (api.body_memory_budget)",
+                    self.largest
+                ),
+            )
+        } else {
+            ApiError::too_large()
+        })))
+    }
+}
+
+/// A body being read, and the budget it holds: never less than its buffer's capacity.
+struct Held {
+    buf: Vec<u8>,
+    permit: Option<OwnedSemaphorePermit>,
+    budget: Arc<Semaphore>,
+    largest: usize,
+}
+
+impl Held {
+    fn new(budget: Arc<Semaphore>, largest: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            permit: None,
+            budget,
+            largest,
+        }
+    }
+
+    fn reserved(&self) -> usize {
+        self.permit.as_ref().map_or(0, |p| p.num_permits())
+    }
+
+    /// Makes room for `total` bytes, growing by doubling (as a `Vec` would) but never past
+    /// what the budget grants: a body that finds the budget spent is refused, not queued.
+    fn reserve(&mut self, total: usize) -> Result<(), Response> {
+        let reserved = self.reserved();
+        if total <= reserved {
+            return Ok(());
+        }
+        let want = total.max(reserved * 2).min(self.largest.max(total));
+        let more = u32::try_from(want - reserved).map_err(|_| over_budget())?;
+        let permit = self
+            .budget
+            .clone()
+            .try_acquire_many_owned(more)
+            .map_err(|_| over_budget())?;
+        match &mut self.permit {
+            Some(held) => held.merge(permit),
+            None => self.permit = Some(permit),
+        }
+        self.buf.reserve_exact(want - self.buf.len());
+        Ok(())
+    }
+
+    /// The body as `Bytes` that give its share of the budget back when the last copy is
+    /// dropped, i.e. once the handler is done with it.
+    fn into_bytes(self) -> Bytes {
+        Bytes::from_owner(Owned {
+            buf: self.buf,
+            _permit: self.permit,
+        })
+    }
+}
+
+struct Owned {
+    buf: Vec<u8>,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl AsRef<[u8]> for Owned {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+fn over_budget() -> Response {
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "the request bodies being received hold all the memory set aside for them \
+         (api.body_memory_budget); retry shortly",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// A refusal the handler gives when it reads the body, after its own checks.
+#[derive(Debug)]
+pub(super) struct Deferred(pub ApiError);
+
+impl std::fmt::Display for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for Deferred {}
+
+/// The body as the handler sees it: the bytes, already in memory, or a refusal.
+enum Received {
+    Data(Option<Bytes>),
+    Refused(Option<Deferred>),
+}
+
+impl hyper::body::Body for Received {
+    type Data = Bytes;
+    type Error = Deferred;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Deferred>>> {
+        Poll::Ready(match self.get_mut() {
+            Received::Data(data) => data.take().map(|d| Ok(Frame::data(d))),
+            Received::Refused(refusal) => refusal.take().map(Err),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Received::Data(data) => data.is_none(),
+            Received::Refused(refusal) => refusal.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Received::Data(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            _ => SizeHint::with_exact(0),
+        }
+    }
+}
