@@ -3,7 +3,7 @@
 use crate::config::defaults;
 use crate::config::duration::duration_or;
 use crate::config::error::{err, ConfigError};
-use crate::config::raw::RawApi;
+use crate::config::raw::{RawApi, RawSize};
 use crate::config::settings::{ApiSettings, ApiToken, Role};
 use crate::config::size::size_or;
 use crate::secret::TokenDigest;
@@ -93,11 +93,11 @@ pub(super) fn api(raw: RawApi) -> Result<ApiSettings, ConfigError> {
     if body_read_timeout.is_zero() {
         return err("api.body_read_timeout", "must be more than 0");
     }
-    let body_memory_budget = size_or(
-        "api.body_memory_budget",
-        raw.body_memory_budget.as_deref(),
-        defaults::BODY_MEMORY_BUDGET,
-    )?;
+    let body_memory_budget = match raw.body_memory_budget {
+        Some(RawSize::Bytes(n)) => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(RawSize::Text(text)) => size_or("api.body_memory_budget", Some(&text), 0)?,
+        None => defaults::BODY_MEMORY_BUDGET,
+    };
     if body_memory_budget == 0 {
         return err("api.body_memory_budget", "must be more than 0");
     }

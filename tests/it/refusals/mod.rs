@@ -5,6 +5,7 @@
 //! are as they were before the call. Each test then checks that the receiver got only what
 //! the accepted calls caused. Also the precedence between refusals, and the review queue.
 
+mod json;
 mod queue;
 mod tables;
 
@@ -36,6 +37,8 @@ struct Case {
     row: Row,
     status: u16,
     code: &'static str,
+    /// A key the message must name (quoted).
+    naming: Option<&'static str>,
 }
 
 impl Row {
@@ -44,6 +47,16 @@ impl Row {
             row: self,
             status,
             code,
+            naming: None,
+        }
+    }
+}
+
+impl Case {
+    fn naming(self, key: &'static str) -> Case {
+        Case {
+            naming: Some(key),
+            ..self
         }
     }
 }
@@ -88,8 +101,17 @@ async fn refuse_all(app: &TestApp, cases: Vec<Case>) {
                 row.body.clone(),
             )
             .await;
-        if let Err(why) = answer.refusal(case.status, case.code) {
-            panic!("row {n} ({case}): {why}");
+        match answer.refusal(case.status, case.code) {
+            Err(why) => panic!("row {n} ({case}): {why}"),
+            Ok(message) => {
+                if let Some(key) = case.naming {
+                    let quoted = format!("{key:?}");
+                    assert!(
+                        message.contains(&quoted),
+                        "row {n} ({case}): the message does not name {quoted}: {message}"
+                    );
+                }
+            }
         }
         assert_eq!(
             app.api.world().await,
