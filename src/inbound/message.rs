@@ -101,6 +101,32 @@ mod tests {
     }
 
     #[test]
+    fn a_key_given_twice_anywhere_in_a_message_is_refused_naming_it() {
+        for (body, key) in [
+            (
+                r#"{"action":"register","action":"event","tguid":"tg-1","operation":"SEARCH"}"#,
+                "action",
+            ),
+            (
+                r#"{"action":"event","tguid":"tg-1","tguid":"tg-2","type":"MATCH"}"#,
+                "tguid",
+            ),
+            (
+                r#"{"action":"event","tguid":"tg-1","type":"FAILED","type":"ENROLLED"}"#,
+                "type",
+            ),
+            (
+                r#"{"action":"register","tguid":"tg-1","operation":"SEARCH","x":[{"y":{"z":1,"z":2}}]}"#,
+                "z",
+            ),
+        ] {
+            let (status, code, message) = refused(body, Some("m-1"));
+            assert_eq!((status, code), (422, "invalid_request"), "{body}");
+            assert!(message.contains(&format!("{key:?}")), "{body}: {message}");
+        }
+    }
+
+    #[test]
     fn the_message_id_is_the_event_id_only_when_the_body_has_none() {
         let with = |body: &str, id| match parse(body.as_bytes(), id, ACTOR).unwrap() {
             Command::Event(r) => r,
