@@ -1,7 +1,8 @@
 //! Request bodies, read in full before a call takes an API slot: from a caller with a valid
 //! token only, under a total deadline (`[api] body_read_timeout`) and within a memory budget
-//! shared by every body held (`[api] body_memory_budget`). So a sender that trickles its body
-//! holds neither a slot nor more memory than it sent, and not for long.
+//! shared by every body held (`[api] body_memory_budget`, an eighth of it kept for small
+//! bodies). So a sender that trickles its body holds no slot, a bounded share of memory, and
+//! not for long.
 //!
 //! What must be refused after the route's own checks (a body over 2 MB is 413 only once the
 //! role was found allowed, CONTRACT §4's precedence) travels to the handler inside the body,
@@ -28,22 +29,41 @@ use crate::config::{ApiSettings, Role};
 /// Every role: the intake asks only that the token is valid; the route checks the role.
 const ANY_ROLE: &[Role] = &[Role::Ingest, Role::Review];
 
+/// Bodies up to this size (every call of this API is far smaller) are "small".
+const SMALL_BODY: usize = 64 * 1024;
+
 /// The limits every body is read under, shared by all connections.
 pub struct Intake {
     deadline: Duration,
-    /// One permit per byte held by bodies being read or handled.
-    budget: Arc<Semaphore>,
-    /// The largest body that can be held at all: 2 MB, or the whole budget if that is less.
-    largest: usize,
+    pools: Arc<Pools>,
     auth: Arc<Auth>,
+}
+
+/// The memory budget, one permit per byte, in two parts: an eighth of it only for small
+/// bodies, so that large bodies sent slowly cannot take all of it and leave the API's
+/// ordinary calls (a few hundred bytes each) nothing but 503s.
+struct Pools {
+    small: Arc<Semaphore>,
+    large: Arc<Semaphore>,
+    /// What counts as small: `SMALL_BODY`, or the small part if that is less.
+    small_body: usize,
+    /// The largest body that can be held at all: 2 MB, or the large part if that is less.
+    largest: usize,
 }
 
 impl Intake {
     pub fn new(limits: &ApiSettings, auth: Arc<Auth>) -> Self {
+        let small = limits.body_memory_budget / 8;
+        let large = limits.body_memory_budget - small;
+        let small_body = SMALL_BODY.min(small);
         Self {
             deadline: limits.body_read_timeout,
-            budget: Arc::new(Semaphore::new(limits.body_memory_budget)),
-            largest: MAX_BODY.min(limits.body_memory_budget),
+            pools: Arc::new(Pools {
+                small: Arc::new(Semaphore::new(small)),
+                large: Arc::new(Semaphore::new(large)),
+                small_body,
+                largest: MAX_BODY.min(large.max(small_body)),
+            }),
             auth,
         }
     }
@@ -79,10 +99,10 @@ impl Intake {
 
     async fn receive(&self, mut body: Body) -> Result<Received, Response> {
         let announced = body.size_hint().exact();
-        if announced.is_some_and(|n| n > self.largest as u64) {
+        if announced.is_some_and(|n| n > self.pools.largest as u64) {
             return Ok(self.drain(body, 0).await);
         }
-        let mut held = Held::new(self.budget.clone(), self.largest);
+        let mut held = Held::new(self.pools.clone());
         if let Some(n) = announced {
             held.reserve(n as usize)?;
         }
@@ -94,7 +114,7 @@ impl Intake {
                 continue; // trailers
             };
             let total = held.buf.len() + data.len();
-            if total > self.largest {
+            if total > self.pools.largest {
                 drop(held);
                 return Ok(self.drain(body, total).await);
             }
@@ -113,14 +133,12 @@ impl Intake {
                 Some(Err(_)) | None => break,
             }
         }
-        Received::Refused(Some(Deferred(if self.largest < MAX_BODY {
+        let largest = self.pools.largest;
+        Received::Refused(Some(Deferred(if largest < MAX_BODY {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
-                format!(
-                    "the request body is larger than {} bytes (api.body_memory_budget)",
-                    self.largest
-                ),
+                format!("the request body is larger than {largest} bytes (api.body_memory_budget)"),
             )
         } else {
             ApiError::too_large()
@@ -128,21 +146,22 @@ impl Intake {
     }
 }
 
-/// A body being read, and the budget it holds: never less than its buffer's capacity.
+/// A body being read, and the budget it holds: never less than its buffer's capacity, from
+/// the small part while it is small and from the large part once it is not.
 struct Held {
     buf: Vec<u8>,
     permit: Option<OwnedSemaphorePermit>,
-    budget: Arc<Semaphore>,
-    largest: usize,
+    large: bool,
+    pools: Arc<Pools>,
 }
 
 impl Held {
-    fn new(budget: Arc<Semaphore>, largest: usize) -> Self {
+    fn new(pools: Arc<Pools>) -> Self {
         Self {
             buf: Vec::new(),
             permit: None,
-            budget,
-            largest,
+            large: false,
+            pools,
         }
     }
 
@@ -157,17 +176,29 @@ impl Held {
         if total <= reserved {
             return Ok(());
         }
-        let want = total.max(reserved * 2).min(self.largest.max(total));
-        let more = u32::try_from(want - reserved).map_err(|_| over_budget())?;
-        let permit = self
-            .budget
+        let pools = &self.pools;
+        let mut want = total.max(reserved * 2).min(pools.largest.max(total));
+        let large = total > pools.small_body;
+        if !large {
+            want = want.min(pools.small_body);
+        }
+        let pool = if large { &pools.large } else { &pools.small };
+        // Moving to the large part: all of it from there, and the small share given back.
+        let more = if large == self.large {
+            want - reserved
+        } else {
+            want
+        };
+        let more = u32::try_from(more).map_err(|_| over_budget())?;
+        let permit = pool
             .clone()
             .try_acquire_many_owned(more)
             .map_err(|_| over_budget())?;
         match &mut self.permit {
-            Some(held) => held.merge(permit),
-            None => self.permit = Some(permit),
+            Some(held) if large == self.large => held.merge(permit),
+            _ => self.permit = Some(permit),
         }
+        self.large = large;
         self.buf.reserve_exact(want - self.buf.len());
         Ok(())
     }

@@ -321,3 +321,27 @@ async fn a_body_is_waited_for_only_from_a_caller_with_a_valid_token() {
     assert_eq!(parts(&server.exchange(with_token).await), (200, "2"));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn large_bodies_sent_slowly_leave_room_for_small_calls() {
+    // An eighth of the budget (1 KiB here) is kept for small bodies.
+    let limits = limits(|l| l.body_memory_budget = 8192);
+    let server = Server::start(echo(), limits, Auth::new(vec![])).await;
+    let slow = [
+        server.start_slow_body("/echo", 3584).await,
+        server.start_slow_body("/echo", 3584).await,
+    ];
+    let answer = server
+        .exchange(&post_request("/echo", &"x".repeat(2000)))
+        .await;
+    assert_error(&answer, 503, "overloaded");
+    let small = format!("{{\"tguid\":\"{}\"}}", "t".repeat(300));
+    for _ in 0..3 {
+        assert_eq!(
+            parts(&server.exchange(&post_request("/echo", &small)).await),
+            (200, small.len().to_string().as_str())
+        );
+    }
+    drop(slow);
+    server.stop().await;
+}
