@@ -104,7 +104,7 @@ impl Intake {
         }
         let mut held = Held::new(self.pools.clone());
         if let Some(n) = announced {
-            held.reserve(n as usize)?;
+            held.reserve(n as usize).map_err(over_budget)?;
         }
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| {
@@ -118,7 +118,7 @@ impl Intake {
                 drop(held);
                 return Ok(self.drain(body, total).await);
             }
-            held.reserve(total)?;
+            held.reserve(total).map_err(over_budget)?;
             held.buf.extend_from_slice(&data);
         }
         Ok(Received::Data(Some(held.into_bytes())))
@@ -171,7 +171,7 @@ impl Held {
 
     /// Makes room for `total` bytes, growing by doubling (as a `Vec` would) but never past
     /// what the budget grants: a body that finds the budget spent is refused, not queued.
-    fn reserve(&mut self, total: usize) -> Result<(), Response> {
+    fn reserve(&mut self, total: usize) -> Result<(), OverBudget> {
         let reserved = self.reserved();
         if total <= reserved {
             return Ok(());
@@ -189,11 +189,11 @@ impl Held {
         } else {
             want
         };
-        let more = u32::try_from(more).map_err(|_| over_budget())?;
+        let more = u32::try_from(more).map_err(|_| OverBudget)?;
         let permit = pool
             .clone()
             .try_acquire_many_owned(more)
-            .map_err(|_| over_budget())?;
+            .map_err(|_| OverBudget)?;
         match &mut self.permit {
             Some(held) if large == self.large => held.merge(permit),
             _ => self.permit = Some(permit),
@@ -224,7 +224,10 @@ impl AsRef<[u8]> for Owned {
     }
 }
 
-fn over_budget() -> Response {
+/// The budget had no room for a body.
+struct OverBudget;
+
+fn over_budget(_: OverBudget) -> Response {
     let mut response = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "overloaded",

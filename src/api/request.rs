@@ -273,6 +273,28 @@ pub fn page_cursor(
     }
 }
 
+/// The one `{…}` segment of a route, as text. A segment that is not UTF-8 is not refused
+/// here, before the token is checked: it becomes U+FFFD, which no tguid or id accepts, so the
+/// handler answers in CONTRACT §4's precedence (401/403 first, then a JSON 422 or 404).
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        use axum::extract::Path;
+        Ok(
+            match Path::<String>::from_request_parts(parts, state).await {
+                Ok(Path(segment)) => PathParam(segment),
+                Err(_) => PathParam(char::REPLACEMENT_CHARACTER.to_string()),
+            },
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,27 +423,5 @@ mod tests {
             fine.unwrap(),
             serde_json::json!({"a":{"b":1},"c":[{"b":2.5}],"d":null})
         );
-    }
-}
-
-/// The one `{…}` segment of a route, as text. A segment that is not UTF-8 is not refused
-/// here, before the token is checked: it becomes U+FFFD, which no tguid or id accepts, so the
-/// handler answers in CONTRACT §4's precedence (401/403 first, then a JSON 422 or 404).
-pub struct PathParam(pub String);
-
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathParam {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        use axum::extract::Path;
-        Ok(
-            match Path::<String>::from_request_parts(parts, state).await {
-                Ok(Path(segment)) => PathParam(segment),
-                Err(_) => PathParam(char::REPLACEMENT_CHARACTER.to_string()),
-            },
-        )
     }
 }

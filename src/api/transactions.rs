@@ -479,13 +479,16 @@ fn parse_decision<R: serde::de::DeserializeOwned>(
     Ok((request, note))
 }
 
+/// `parse_review` or `parse_treatment`.
+type ParseDecision = fn(&str, &[u8], &str) -> Result<(InputRequest, DecisionNote), ApiError>;
+
 /// The caller, then the body; then the state machine decides.
 async fn decide(
     app: &AppState,
     raw_tguid: &str,
     headers: &HeaderMap,
     body: Body,
-    parse: fn(&str, &[u8], &str) -> Result<(InputRequest, DecisionNote), ApiError>,
+    parse: ParseDecision,
 ) -> Result<Json<EventOut>, ApiError> {
     let caller = app.auth.check(headers, &[Role::Review])?;
     let (request, note) = parse(raw_tguid, &read_body(body).await?, &caller.name)?;
