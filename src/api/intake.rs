@@ -23,7 +23,7 @@ use hyper::body::{Body as _, Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
-use super::request::{Auth, DRAIN_LIMIT, MAX_BODY};
+use super::request::{Auth, Deferred, DRAIN_LIMIT, MAX_BODY};
 use crate::config::{ApiSettings, Role};
 
 /// Every role: the intake asks only that the token is valid; the route checks the role.
@@ -240,18 +240,6 @@ fn over_budget(_: OverBudget) -> Response {
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
-
-/// A refusal the handler gives when it reads the body, after its own checks.
-#[derive(Debug)]
-pub(super) struct Deferred(pub ApiError);
-
-impl std::fmt::Display for Deferred {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.message)
-    }
-}
-
-impl std::error::Error for Deferred {}
 
 /// The body as the handler sees it: the bytes, already in memory, or a refusal.
 enum Received {

@@ -22,7 +22,7 @@ pub use serve::{harden, serve};
 // token check, the AMQP inbound consumer checks its messages with them (`json_value` once,
 // then the `_of` forms), and the fuzz targets (`fuzz/`) call them directly.
 pub use operator::{parse_endpoint, parse_endpoint_change, parse_recover, parse_renotify};
-pub use request::{json_value, parse_json};
+pub use request::{json_value, parse_json, shape};
 pub use transactions::{
     event_of, parse_event, parse_registration, parse_review, parse_treatment, registration,
 };

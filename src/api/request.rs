@@ -8,7 +8,6 @@ use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::intake::Deferred;
 use crate::config::{ApiToken, Role, TokenDigest};
 
 /// Largest accepted request body.
@@ -119,6 +118,19 @@ pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
         _ => chunks.concat().into(),
     })
 }
+
+/// A refusal the intake found but the handler gives, when it reads the body after its own
+/// checks (CONTRACT §4's precedence).
+#[derive(Debug)]
+pub(super) struct Deferred(pub ApiError);
+
+impl std::fmt::Display for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for Deferred {}
 
 /// Parses a JSON body: not JSON at all is 400; JSON of the wrong shape (unknown or missing
 /// fields, wrong types, a key given twice in one object) is 422.

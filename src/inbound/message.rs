@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::api::{event_of, json_value, registration, ApiError, MAX_BODY};
+use crate::api::{event_of, json_value, registration, shape, ApiError, MAX_BODY};
 use crate::domain::{Operation, Tguid};
 use crate::store::InputRequest;
 
@@ -37,10 +37,7 @@ pub fn parse(body: &[u8], message_id: Option<&str>, actor: &str) -> Result<Comma
     }
     // Read once, duplicate keys refused there; the fields left after `action` (and `tguid`)
     // are then exactly a REST body, checked by the route's own function.
-    let mut fields: Map<String, Value> = match json_value(body)? {
-        Value::Object(fields) => fields,
-        _ => return Err(ApiError::invalid("a message must be a JSON object")),
-    };
+    let mut fields: Map<String, Value> = shape(json_value(body)?)?;
     let action = fields.remove("action");
     match action.as_ref().map(Value::as_str) {
         Some(Some("register")) => {
