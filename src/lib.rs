@@ -134,9 +134,10 @@ pub async fn run(
         }
     });
 
+    let auth = Arc::new(api::Auth::new(settings.api.tokens.clone()));
     let app = api::router(api::AppState {
         store: store.clone(),
-        auth: Arc::new(api::Auth::new(settings.api.tokens.clone())),
+        auth: auth.clone(),
     });
     let database = match &settings.store.postgres_url {
         Some(_) => "PostgreSQL (store.postgres_url)".to_owned(),
@@ -154,7 +155,7 @@ pub async fn run(
             }
         }
     };
-    let served = api::serve(listener, app, &settings.api, until).await;
+    let served = api::serve(listener, app, &settings.api, auth, until).await;
 
     tracing::info!("shutting down: no new calls; finishing deliveries in flight");
     if let Some(inbound) = inbound {

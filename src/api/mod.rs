@@ -3,6 +3,7 @@
 
 mod error;
 mod feed;
+mod intake;
 mod openapi;
 mod operator;
 mod ops;
@@ -20,10 +21,16 @@ use utoipa_axum::routes;
 
 pub use error::ApiError;
 pub use request::{Auth, MAX_BODY};
-// The AMQP inbound consumer checks its messages exactly as these routes check their bodies.
-pub(crate) use request::parse_json;
 pub use serve::{harden, serve};
-pub(crate) use transactions::{parse_event, parse_registration};
+
+// What each route makes of its body, as pure functions: the handlers call them after the
+// token check, the AMQP inbound consumer checks its messages with them (`json_value` once,
+// then the `_of` forms), and the fuzz targets (`fuzz/`) call them directly.
+pub use operator::{parse_endpoint, parse_endpoint_change, parse_recover, parse_renotify};
+pub use request::{json_value, parse_json, shape};
+pub use transactions::{
+    event_of, parse_event, parse_registration, parse_review, parse_treatment, registration,
+};
 
 use crate::store::Store;
 

@@ -222,6 +222,21 @@ struct RecoverRequest {
     since: String,
 }
 
+/// A recovery body (`{"since"}`): the time, in unix milliseconds, from which dead deliveries
+/// are sent again.
+pub fn parse_recover(body: &[u8]) -> Result<i64, ApiError> {
+    let req: RecoverRequest = parse_json(body)?;
+    let since =
+        time::OffsetDateTime::parse(&req.since, &time::format_description::well_known::Rfc3339)
+            .map_err(|e| {
+                ApiError::invalid(format!(
+                    "since {:?} is not an RFC 3339 time: {e}",
+                    req.since
+                ))
+            })?;
+    Ok((since.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
 /// Send again the endpoint's deliveries that went dead since a time.
 #[utoipa::path(
     post,
@@ -239,16 +254,7 @@ async fn recover(
     body: Body,
 ) -> Result<Json<Affected>, ApiError> {
     app.auth.check(&headers, OPERATORS)?;
-    let req: RecoverRequest = parse_json(&read_body(body).await?)?;
-    let since =
-        time::OffsetDateTime::parse(&req.since, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| {
-                ApiError::invalid(format!(
-                    "since {:?} is not an RFC 3339 time: {e}",
-                    req.since
-                ))
-            })?;
-    let since = (since.unix_timestamp_nanos() / 1_000_000) as i64;
+    let since = parse_recover(&read_body(body).await?)?;
     let done = app
         .store
         .admin(AdminOp::Recover {
@@ -264,6 +270,18 @@ async fn recover(
 struct RenotifyRequest {
     /// Only to this endpoint; all endpoints when absent.
     endpoint: Option<String>,
+}
+
+/// A re-send body (`{"endpoint"?}`, `null`, or none at all) for the transaction `raw_tguid`: the
+/// transaction and the one endpoint to send to (all when `None`).
+pub fn parse_renotify(raw_tguid: &str, body: &[u8]) -> Result<(Tguid, Option<String>), ApiError> {
+    // The body is optional: none, or null, asks for every endpoint.
+    let req: RenotifyRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RenotifyRequest::default()
+    } else {
+        parse_json::<Option<RenotifyRequest>>(body)?.unwrap_or_default()
+    };
+    Ok((Tguid::parse(raw_tguid)?, req.endpoint))
 }
 
 /// Send a transaction's notifications again (the body is optional; none or null: to every
@@ -284,19 +302,12 @@ async fn renotify(
     body: Body,
 ) -> Result<Json<Affected>, ApiError> {
     app.auth.check(&headers, OPERATORS)?;
-    let bytes = read_body(body).await?;
-    // The body is optional: none, or null, asks for every endpoint.
-    let req: RenotifyRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
-        RenotifyRequest::default()
-    } else {
-        parse_json::<Option<RenotifyRequest>>(&bytes)?.unwrap_or_default()
-    };
-    let tguid = Tguid::parse(&raw_tguid)?;
+    let (tguid, endpoint_id) = parse_renotify(&raw_tguid, &read_body(body).await?)?;
     let done = app
         .store
         .admin(AdminOp::Renotify {
             tguid: tguid.to_string(),
-            endpoint_id: req.endpoint,
+            endpoint_id,
         })
         .await?;
     Ok(done.into())
@@ -455,6 +466,11 @@ impl CreateEndpoint {
     }
 }
 
+/// An endpoint body (`POST /v1/endpoints`), checked by the configuration file's rules.
+pub fn parse_endpoint(body: &[u8]) -> Result<Endpoint, ApiError> {
+    parse_json::<CreateEndpoint>(body)?.into_endpoint()
+}
+
 /// Add an endpoint (role admin).
 #[utoipa::path(
     post,
@@ -470,8 +486,7 @@ async fn create_endpoint(
     body: Body,
 ) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
     app.auth.check(&headers, ADMINS)?;
-    let req: CreateEndpoint = parse_json(&read_body(body).await?)?;
-    let endpoint = req.into_endpoint()?;
+    let endpoint = parse_endpoint(&read_body(body).await?)?;
     let id = endpoint.id.clone();
     // Answered after the commit that added it to the database and to the registry.
     app.store
@@ -536,6 +551,11 @@ impl UpdateEndpoint {
     }
 }
 
+/// A change to endpoint `id` (`PATCH /v1/endpoints/{id}`), each field checked as at creation.
+pub fn parse_endpoint_change(id: &str, body: &[u8]) -> Result<endpoint::Change, ApiError> {
+    parse_json::<UpdateEndpoint>(body)?.into_change(id)
+}
+
 /// Change an endpoint (role admin); a configured one takes only `enabled`, `subscriptions`
 /// and `format`.
 #[utoipa::path(
@@ -554,8 +574,7 @@ async fn update_endpoint(
     body: Body,
 ) -> Result<Json<EndpointOut>, ApiError> {
     app.auth.check(&headers, ADMINS)?;
-    let req: UpdateEndpoint = parse_json(&read_body(body).await?)?;
-    let change = req.into_change(&id)?;
+    let change = parse_endpoint_change(&id, &read_body(body).await?)?;
     // Answered after the commit that changed the database and the registry alike: the next
     // delivery goes by the change.
     app.store

@@ -2,7 +2,7 @@
 //! role, then the body (size-limited, JSON, strict fields). The order is CONTRACT §4's
 //! precedence: 401/403, then 413/400/422.
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
@@ -14,7 +14,7 @@ use crate::config::{ApiToken, Role, TokenDigest};
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
 /// An oversized body is read (and dropped) up to this much so the client gets its 413 instead
 /// of a reset connection; past it the connection is cut.
-const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+pub(super) const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Who is calling, as the transition log records it.
 #[derive(Debug, Clone)]
@@ -85,32 +85,63 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
-/// Reads the whole body, refusing more than `MAX_BODY`.
-pub async fn read_body(body: Body) -> Result<Vec<u8>, ApiError> {
+/// Reads the whole body, refusing more than `MAX_BODY`. Behind the intake (`serve`) the body
+/// is already in memory, and a refusal the intake deferred to this point is returned here.
+pub async fn read_body(body: Body) -> Result<Bytes, ApiError> {
     let mut body = body;
-    let mut out = Vec::new();
+    let mut chunks: Vec<Bytes> = Vec::new();
     let mut seen = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame =
-            frame.map_err(|e| ApiError::malformed(format!("could not read the body: {e}")))?;
-        if let Some(data) = frame.data_ref() {
+        let frame = frame.map_err(|e| match e.into_inner().downcast::<Deferred>() {
+            Ok(deferred) => deferred.0,
+            Err(e) => ApiError::malformed(format!("could not read the body: {e}")),
+        })?;
+        if let Ok(data) = frame.into_data() {
             seen += data.len();
             if seen <= MAX_BODY {
-                out.extend_from_slice(data);
-            } else if seen > DRAIN_LIMIT {
-                break;
+                chunks.push(data);
+            } else {
+                chunks.clear();
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
             }
         }
     }
     if seen > MAX_BODY {
         return Err(ApiError::too_large());
     }
-    Ok(out)
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        // The intake's one chunk, kept as it is: it holds its share of the memory budget.
+        1 => chunks.pop().expect("one chunk"),
+        _ => chunks.concat().into(),
+    })
 }
+
+/// A refusal the intake found but the handler gives, when it reads the body after its own
+/// checks (CONTRACT §4's precedence).
+#[derive(Debug)]
+pub(super) struct Deferred(pub ApiError);
+
+impl std::fmt::Display for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for Deferred {}
 
 /// Parses a JSON body: not JSON at all is 400; JSON of the wrong shape (unknown or missing
 /// fields, wrong types, a key given twice in one object) is 422.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    shape(json_value(bytes)?)
+}
+
+/// The one reading of JSON that every body goes through (every route's, and every inbound
+/// message's): not JSON at all is 400; a key given twice in any object, however deeply
+/// nested, is 422 naming the key.
+pub fn json_value(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
     let repeated = std::cell::RefCell::new(None);
     let mut reader = serde_json::Deserializer::from_slice(bytes);
     let value = serde::de::DeserializeSeed::deserialize(
@@ -128,6 +159,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the key {key:?} appears more than once in one object"
         )));
     }
+    Ok(value)
+}
+
+/// A JSON value read by `json_value`, taken as the call's request type (422 if it does not
+/// fit).
+pub fn shape<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
     serde_json::from_value(value)
         .map_err(|e| ApiError::invalid(format!("the body does not fit this call: {e}")))
 }

@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -17,7 +18,9 @@ mod schema;
 use super::error::ApiError;
 use super::openapi::{self, Read, Write};
 use super::operator::DeliveryOut;
-use super::request::{page_cursor, page_limit, parse_json, parse_query, read_body, PathParam};
+use super::request::{
+    json_value, page_cursor, page_limit, parse_json, parse_query, read_body, shape, PathParam,
+};
 use super::AppState;
 use crate::clock::rfc3339;
 use crate::config::Role;
@@ -351,7 +354,12 @@ fn path_tguid(raw: &str) -> Result<Tguid, ApiError> {
 /// A registration body (`{"tguid","operation"}`), checked as `POST /v1/transactions` checks
 /// it: the body, then the operation, then the tguid. Shared with the AMQP inbound consumer.
 pub fn parse_registration(body: &[u8]) -> Result<(Tguid, Operation), ApiError> {
-    let req: RegisterRequest = parse_json(body)?;
+    registration(json_value(body)?)
+}
+
+/// `parse_registration` of a body already read as JSON (an inbound message's fields).
+pub fn registration(body: Value) -> Result<(Tguid, Operation), ApiError> {
+    let req: RegisterRequest = shape(body)?;
     let operation = parse_enum(
         "operation",
         &req.operation,
@@ -366,7 +374,12 @@ pub fn parse_registration(body: &[u8]) -> Result<(Tguid, Operation), ApiError> {
 /// `POST /v1/transactions/{tguid}/events` checks it: the body, the type and uguid, the
 /// event_id, then the tguid. Shared with the AMQP inbound consumer.
 pub fn parse_event(raw_tguid: &str, body: &[u8], actor: String) -> Result<InputRequest, ApiError> {
-    let req: EventRequest = parse_json(body)?;
+    event_of(raw_tguid, json_value(body)?, actor)
+}
+
+/// `parse_event` of a body already read as JSON (an inbound message's fields).
+pub fn event_of(raw_tguid: &str, body: Value, actor: String) -> Result<InputRequest, ApiError> {
+    let req: EventRequest = shape(body)?;
     let input = match req.kind.as_str() {
         "PENDING" => Input::SentToReview,
         "EXCEPTION" => Input::Exception,
@@ -483,21 +496,7 @@ async fn review(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<EventOut>, ApiError> {
-    decide(&app, &raw_tguid, &headers, body, |req: ReviewRequest| {
-        let decision = parse_enum(
-            "decision",
-            &req.decision,
-            Decision::parse,
-            &names(Decision::ALL, Decision::as_str),
-        )?;
-        let about = DecisionAbout {
-            reviewer: req.reviewer,
-            decision_id: req.decision_id,
-            comment: req.comment,
-        };
-        Ok((Input::Review(decision), about))
-    })
-    .await
+    decide(&app, &raw_tguid, &headers, body, parse_review).await
 }
 
 /// ETR treatment of an EXCEPTION transaction (role review).
@@ -516,7 +515,41 @@ async fn treatment(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<EventOut>, ApiError> {
-    decide(&app, &raw_tguid, &headers, body, |req: TreatmentRequest| {
+    decide(&app, &raw_tguid, &headers, body, parse_treatment).await
+}
+
+/// A review body (`{"decision","reviewer"?,"decision_id"?,"comment"?}`) for the transaction
+/// `raw_tguid`, as `POST /v1/transactions/{tguid}/review` checks it; `caller` is the token's
+/// name.
+pub fn parse_review(
+    raw_tguid: &str,
+    body: &[u8],
+    caller: &str,
+) -> Result<(InputRequest, DecisionNote), ApiError> {
+    parse_decision(raw_tguid, body, caller, |req: ReviewRequest| {
+        let decision = parse_enum(
+            "decision",
+            &req.decision,
+            Decision::parse,
+            &names(Decision::ALL, Decision::as_str),
+        )?;
+        let about = DecisionAbout {
+            reviewer: req.reviewer,
+            decision_id: req.decision_id,
+            comment: req.comment,
+        };
+        Ok((Input::Review(decision), about))
+    })
+}
+
+/// A treatment body (`{"treatment","reviewer"?,"decision_id"?,"comment"?}`), as
+/// `POST /v1/transactions/{tguid}/treatment` checks it.
+pub fn parse_treatment(
+    raw_tguid: &str,
+    body: &[u8],
+    caller: &str,
+) -> Result<(InputRequest, DecisionNote), ApiError> {
+    parse_decision(raw_tguid, body, caller, |req: TreatmentRequest| {
         let t = parse_enum(
             "treatment",
             &req.treatment,
@@ -530,21 +563,18 @@ async fn treatment(
         };
         Ok((Input::Treat(t), about))
     })
-    .await
 }
 
-/// A reviewer's decision (MIR or ETR), checked in the contract's order: the caller, the body,
-/// the decision (`input` turns the body into the input and what came with it), the reviewer,
-/// decision_id and comment, then the tguid; then the state machine decides.
-async fn decide<R: serde::de::DeserializeOwned>(
-    app: &AppState,
+/// A reviewer's decision (MIR or ETR), checked in the contract's order (the caller was
+/// checked before): the body, the decision (`input` turns the body into the input and what
+/// came with it), the reviewer, decision_id and comment, then the tguid.
+fn parse_decision<R: serde::de::DeserializeOwned>(
     raw_tguid: &str,
-    headers: &HeaderMap,
-    body: Body,
+    body: &[u8],
+    caller: &str,
     input: impl FnOnce(R) -> Result<(Input, DecisionAbout), ApiError>,
-) -> Result<Json<EventOut>, ApiError> {
-    let caller = app.auth.check(headers, &[Role::Review])?;
-    let req: R = parse_json(&read_body(body).await?)?;
+) -> Result<(InputRequest, DecisionNote), ApiError> {
+    let req: R = parse_json(body)?;
     let (input, about) = input(req)?;
     let reviewer = label("reviewer", about.reviewer)?;
     let id = decision_id(about.decision_id)?;
@@ -560,8 +590,24 @@ async fn decide<R: serde::de::DeserializeOwned>(
         tguid,
         input,
         event_id: None,
-        actor: actor(&caller.name, reviewer),
+        actor: actor(caller, reviewer),
     };
+    Ok((request, note))
+}
+
+/// `parse_review` or `parse_treatment`.
+type ParseDecision = fn(&str, &[u8], &str) -> Result<(InputRequest, DecisionNote), ApiError>;
+
+/// The caller, then the body; then the state machine decides.
+async fn decide(
+    app: &AppState,
+    raw_tguid: &str,
+    headers: &HeaderMap,
+    body: Body,
+    parse: ParseDecision,
+) -> Result<Json<EventOut>, ApiError> {
+    let caller = app.auth.check(headers, &[Role::Review])?;
+    let (request, note) = parse(raw_tguid, &read_body(body).await?, &caller.name)?;
     let applied = app.store.decide(request, note).await?;
     Ok(Json(EventOut {
         summary: SummaryOut::from(&applied.summary),

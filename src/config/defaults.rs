@@ -20,6 +20,10 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const API_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// `[api] max_concurrent_requests`.
 pub const MAX_CONCURRENT_REQUESTS: usize = 256;
+/// `[api] body_read_timeout`: a 2 MB body at about 140 KB/s still arrives in time.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// `[api] body_memory_budget`: 32 bodies of the largest size at once.
+pub const BODY_MEMORY_BUDGET: usize = 64 * 1024 * 1024;
 
 /// `[delivery] retry_schedule`: the Standard Webhooks ladder (after the immediate first
 /// attempt).
@@ -88,6 +92,8 @@ impl Default for ApiSettings {
             header_read_timeout: HEADER_READ_TIMEOUT,
             request_timeout: API_REQUEST_TIMEOUT,
             max_concurrent_requests: MAX_CONCURRENT_REQUESTS,
+            body_read_timeout: BODY_READ_TIMEOUT,
+            body_memory_budget: BODY_MEMORY_BUDGET,
         }
     }
 }

@@ -32,6 +32,16 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
         EnvKind::Toml,
     ),
     (
+        "GBDS_API_BODY_READ_TIMEOUT",
+        "api.body_read_timeout",
+        EnvKind::Text,
+    ),
+    (
+        "GBDS_API_BODY_MEMORY_BUDGET",
+        "api.body_memory_budget",
+        EnvKind::Text,
+    ),
+    (
         "GBDS_DELIVERY_RETRY_SCHEDULE",
         "delivery.retry_schedule",
         EnvKind::Toml,

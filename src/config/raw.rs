@@ -108,6 +108,16 @@ pub(super) struct RawApi {
     pub header_read_timeout: Option<String>,
     pub request_timeout: Option<String>,
     pub max_concurrent_requests: Option<usize>,
+    pub body_read_timeout: Option<String>,
+    pub body_memory_budget: Option<RawSize>,
+}
+
+/// A size: a number of bytes, or text with a unit ("64MiB").
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawSize {
+    Bytes(u64),
+    Text(String),
 }
 
 #[derive(Debug, Deserialize)]

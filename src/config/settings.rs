@@ -114,12 +114,18 @@ pub struct ApiSettings {
     /// A connection that has not sent a complete request head within this is closed; this
     /// also ends idle keep-alive connections (slow-loris defence).
     pub header_read_timeout: Duration,
-    /// How long a call may take to be read and answered once it is handled (then 408), and
-    /// how long it may wait for a slot under `max_concurrent_requests` (then 503).
+    /// How long a call may take to be answered once it holds a slot (then 408), and how long
+    /// it may wait for a slot under `max_concurrent_requests` (then 503).
     pub request_timeout: Duration,
-    /// Calls handled at once; more wait for a slot. Bounds the memory held by request bodies
-    /// to about this many times 2 MB.
+    /// Calls handled at once; more wait for a slot. A call takes its slot only once its body
+    /// has arrived, so slow senders do not hold slots.
     pub max_concurrent_requests: usize,
+    /// From the end of the request head to the last byte of its body (then 408): a body
+    /// trickled in byte by byte cannot be held open for long.
+    pub body_read_timeout: Duration,
+    /// Bytes that the bodies being read and handled may hold in memory together; a body
+    /// that would go past it is refused with 503 and `Retry-After`.
+    pub body_memory_budget: usize,
 }
 
 /// Which HTTP answers acknowledge a notification.

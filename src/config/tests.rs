@@ -281,17 +281,26 @@ fn api_limits_have_defaults_and_can_be_set() {
     assert_eq!(d.header_read_timeout, Duration::from_secs(10));
     assert_eq!(d.request_timeout, Duration::from_secs(30));
     assert_eq!(d.max_concurrent_requests, 256);
+    assert_eq!(d.body_read_timeout, Duration::from_secs(15));
+    assert_eq!(d.body_memory_budget, 64 << 20);
     let s = from_toml_env(
-        "[api]\nheader_read_timeout = \"2s\"\n",
+        "[api]\nheader_read_timeout = \"2s\"\nbody_memory_budget = \"512KiB\"\n",
         &[
             ("GBDS_API_REQUEST_TIMEOUT", "5s"),
             ("GBDS_API_MAX_CONCURRENT_REQUESTS", "8"),
+            ("GBDS_API_BODY_READ_TIMEOUT", "3s"),
         ],
     )
     .unwrap();
     assert_eq!(s.api.header_read_timeout, Duration::from_secs(2));
     assert_eq!(s.api.request_timeout, Duration::from_secs(5));
     assert_eq!(s.api.max_concurrent_requests, 8);
+    assert_eq!(s.api.body_read_timeout, Duration::from_secs(3));
+    assert_eq!(s.api.body_memory_budget, 512 << 10);
+    let s = from_toml_env("", &[("GBDS_API_BODY_MEMORY_BUDGET", "1GiB")]).unwrap();
+    assert_eq!(s.api.body_memory_budget, 1 << 30);
+    let s = from_toml("[api]\nbody_memory_budget = 1048576").unwrap();
+    assert_eq!(s.api.body_memory_budget, 1 << 20);
     for (text, key) in [
         (
             "[api]\nheader_read_timeout = \"0s\"",
@@ -302,6 +311,25 @@ fn api_limits_have_defaults_and_can_be_set() {
             "[api]\nmax_concurrent_requests = 0",
             "api.max_concurrent_requests",
         ),
+        ("[api]\nbody_read_timeout = \"0s\"", "api.body_read_timeout"),
+        ("[api]\nbody_read_timeout = \"15\"", "api.body_read_timeout"),
+        (
+            "[api]\nbody_memory_budget = \"0\"",
+            "api.body_memory_budget",
+        ),
+        (
+            "[api]\nbody_memory_budget = \"64MB\"",
+            "api.body_memory_budget",
+        ),
+        (
+            "[api]\nbody_memory_budget = \"2TiB\"",
+            "api.body_memory_budget",
+        ),
+        (
+            "[api]\nbody_memory_budget = \"4096GiB\"",
+            "api.body_memory_budget",
+        ),
+        ("[api]\nbody_memory_budget = 0", "api.body_memory_budget"),
     ] {
         let e = from_toml(text).unwrap_err().to_string();
         assert!(e.contains(key), "{text}: {e}");
@@ -316,6 +344,26 @@ fn durations_parse_with_units() {
     assert_eq!(parse_duration("5"), None);
     assert_eq!(parse_duration("s"), None);
     assert_eq!(parse_duration("1.5s"), None);
+}
+
+#[test]
+fn sizes_parse_in_bytes_or_binary_units() {
+    assert_eq!(parse_size("65536"), Some(65536));
+    assert_eq!(parse_size("512KiB"), Some(512 * 1024));
+    assert_eq!(parse_size("64MiB"), Some(64 * 1024 * 1024));
+    assert_eq!(parse_size("1GiB"), Some(1 << 30));
+    assert_eq!(parse_size("10B"), Some(10));
+    for bad in [
+        "",
+        "MiB",
+        "64MB",
+        "64 mib",
+        "1.5MiB",
+        "-1",
+        "99999999999999999999GiB",
+    ] {
+        assert_eq!(parse_size(bad), None, "{bad}");
+    }
 }
 
 #[test]
@@ -444,6 +492,8 @@ synchronous = "FULL"
 header_read_timeout = "10s"
 request_timeout = "30s"
 max_concurrent_requests = 256
+body_read_timeout = "15s"
+body_memory_budget = "64MiB"
 [delivery]
 retry_schedule = ["5s", "5m", "30m", "2h", "5h", "10h", "10h"]
 success = "2xx"

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::api::{parse_event, parse_json, parse_registration, ApiError, MAX_BODY};
+use crate::api::{event_of, json_value, registration, shape, ApiError, MAX_BODY};
 use crate::domain::{Operation, Tguid};
 use crate::store::InputRequest;
 
@@ -35,12 +35,14 @@ pub fn parse(body: &[u8], message_id: Option<&str>, actor: &str) -> Result<Comma
     if body.len() > MAX_BODY {
         return Err(ApiError::too_large());
     }
-    let mut fields: Map<String, Value> = parse_json(body)?;
+    // Read once, duplicate keys refused there; the fields left after `action` (and `tguid`)
+    // are then exactly a REST body, checked by the route's own function.
+    let mut fields: Map<String, Value> = shape(json_value(body)?)?;
     let action = fields.remove("action");
     match action.as_ref().map(Value::as_str) {
         Some(Some("register")) => {
             // What is left is exactly a registration body.
-            let (tguid, operation) = parse_registration(&to_body(&fields))?;
+            let (tguid, operation) = registration(Value::Object(fields))?;
             Ok(Command::Register { tguid, operation })
         }
         Some(Some("event")) => {
@@ -54,7 +56,7 @@ pub fn parse(body: &[u8], message_id: Option<&str>, actor: &str) -> Result<Comma
                 fields.insert("event_id".to_owned(), Value::String(id.to_owned()));
             }
             // What is left is exactly an event body.
-            let request = parse_event(&tguid, &to_body(&fields), actor.to_owned())?;
+            let request = event_of(&tguid, Value::Object(fields), actor.to_owned())?;
             Ok(Command::Event(request))
         }
         Some(Some(other)) => Err(ApiError::invalid(format!(
@@ -65,10 +67,6 @@ pub fn parse(body: &[u8], message_id: Option<&str>, actor: &str) -> Result<Comma
             "a message needs an action: \"register\" or \"event\"",
         )),
     }
-}
-
-fn to_body(fields: &Map<String, Value>) -> Vec<u8> {
-    serde_json::to_vec(fields).expect("a JSON object serializes")
 }
 
 #[cfg(test)]
@@ -96,6 +94,32 @@ mod tests {
                 assert_eq!((tguid.as_str(), operation), ("tg-1", Operation::Search));
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_key_given_twice_anywhere_in_a_message_is_refused_naming_it() {
+        for (body, key) in [
+            (
+                r#"{"action":"register","action":"event","tguid":"tg-1","operation":"SEARCH"}"#,
+                "action",
+            ),
+            (
+                r#"{"action":"event","tguid":"tg-1","tguid":"tg-2","type":"MATCH"}"#,
+                "tguid",
+            ),
+            (
+                r#"{"action":"event","tguid":"tg-1","type":"FAILED","type":"ENROLLED"}"#,
+                "type",
+            ),
+            (
+                r#"{"action":"register","tguid":"tg-1","operation":"SEARCH","x":[{"y":{"z":1,"z":2}}]}"#,
+                "z",
+            ),
+        ] {
+            let (status, code, message) = refused(body, Some("m-1"));
+            assert_eq!((status, code), (422, "invalid_request"), "{body}");
+            assert!(message.contains(&format!("{key:?}")), "{body}: {message}");
         }
     }
 

@@ -3,9 +3,13 @@
 use crate::config::defaults;
 use crate::config::duration::duration_or;
 use crate::config::error::{err, ConfigError};
-use crate::config::raw::RawApi;
+use crate::config::raw::{RawApi, RawSize};
 use crate::config::settings::{ApiSettings, ApiToken, Role};
+use crate::config::size::size_or;
 use crate::secret::TokenDigest;
+
+/// Far more than any machine this runs on, and well inside what a tokio semaphore counts.
+const MAX_BODY_MEMORY_BUDGET: usize = 1 << 40;
 
 pub(super) fn api(raw: RawApi) -> Result<ApiSettings, ConfigError> {
     let mut tokens = Vec::new();
@@ -81,10 +85,31 @@ pub(super) fn api(raw: RawApi) -> Result<ApiSettings, ConfigError> {
     if max_concurrent_requests == 0 {
         return err("api.max_concurrent_requests", "must be at least 1");
     }
+    let body_read_timeout = duration_or(
+        "api.body_read_timeout",
+        raw.body_read_timeout.as_deref(),
+        defaults::BODY_READ_TIMEOUT,
+    )?;
+    if body_read_timeout.is_zero() {
+        return err("api.body_read_timeout", "must be more than 0");
+    }
+    let body_memory_budget = match raw.body_memory_budget {
+        Some(RawSize::Bytes(n)) => usize::try_from(n).unwrap_or(usize::MAX),
+        Some(RawSize::Text(text)) => size_or("api.body_memory_budget", Some(&text), 0)?,
+        None => defaults::BODY_MEMORY_BUDGET,
+    };
+    if body_memory_budget == 0 {
+        return err("api.body_memory_budget", "must be more than 0");
+    }
+    if body_memory_budget > MAX_BODY_MEMORY_BUDGET {
+        return err("api.body_memory_budget", "must be at most 1024GiB");
+    }
     Ok(ApiSettings {
         tokens,
         header_read_timeout,
         request_timeout: api_request_timeout,
         max_concurrent_requests,
+        body_read_timeout,
+        body_memory_budget,
     })
 }

@@ -7,6 +7,7 @@
 //! the opaque 500 of a storage failure (`internal`).
 
 mod internal;
+mod json;
 mod queue;
 mod tables;
 
@@ -38,6 +39,8 @@ struct Case {
     row: Row,
     status: u16,
     code: &'static str,
+    /// A key the message must name (quoted).
+    naming: Option<&'static str>,
 }
 
 impl Row {
@@ -46,6 +49,16 @@ impl Row {
             row: self,
             status,
             code,
+            naming: None,
+        }
+    }
+}
+
+impl Case {
+    fn naming(self, key: &'static str) -> Case {
+        Case {
+            naming: Some(key),
+            ..self
         }
     }
 }
@@ -90,8 +103,17 @@ async fn refuse_all(app: &TestApp, cases: Vec<Case>) {
                 row.body.clone(),
             )
             .await;
-        if let Err(why) = answer.refusal(case.status, case.code) {
-            panic!("row {n} ({case}): {why}");
+        match answer.refusal(case.status, case.code) {
+            Err(why) => panic!("row {n} ({case}): {why}"),
+            Ok(message) => {
+                if let Some(key) = case.naming {
+                    let quoted = format!("{key:?}");
+                    assert!(
+                        message.contains(&quoted),
+                        "row {n} ({case}): the message does not name {quoted}: {message}"
+                    );
+                }
+            }
         }
         assert_eq!(
             app.api.world().await,
