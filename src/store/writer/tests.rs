@@ -54,6 +54,12 @@ fn writer_with(
         endpoints: BatchEndpoints::new(registry, configured),
         queue: DeliveryQueue::new(limits, handoff),
         synced_full: false,
+        guard: Guard {
+            lock: None,
+            files: None,
+            health: Health::new(),
+        },
+        carried: Vec::new(),
     };
     (w, rx, taken)
 }
