@@ -16,6 +16,8 @@
 //! - `console`: the review console's API, and its page in headless Chromium.
 //! - `scale_out`: several instances on one PostgreSQL database (`GBDS_TEST_STORE=postgres`):
 //!   racing calls, the head race, kill -9, an outage, the feed in commit order.
+//! - `sqlite_file`: the SQLite file under the service: one process per file, the file
+//!   deleted, a full disk, damage found by `check` and at start, the endpoints' list.
 //! - `security`: signatures during a secret rotation, authentication towards endpoints, the
 //!   API's tokens and roles, hostile clients, and property-based fuzzing.
 
@@ -27,4 +29,5 @@ mod refusals;
 mod scale_out;
 mod scenarios;
 mod security;
+mod sqlite_file;
 mod states;
