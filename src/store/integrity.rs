@@ -27,15 +27,43 @@ fn findings(conn: &Connection, pragma: &str) -> rusqlite::Result<Findings> {
     Ok(found)
 }
 
+/// How long the start may spend checking the file before it serves: part of the 1-second
+/// restart budget.
+pub const START_BUDGET: Duration = Duration::from_millis(500);
+
+/// What the check at start covered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Covered {
+    /// The whole file, within the budget.
+    All(Duration),
+    /// Part of it: the budget ran out (a large file); the rest is checked in the background.
+    Part,
+}
+
 /// The quick check at start, on the writer's connection before anything is written:
 /// `PRAGMA quick_check`, which reads every page of every table and index and checks their
-/// structure (not that each index agrees with its table, which the full check does).
-/// A damaged page makes it report (or fail with SQLITE_CORRUPT), and the store refuses to
-/// open rather than serve from, and write into, a broken file.
-pub(super) fn quick(conn: &Connection, path: &Path) -> anyhow::Result<Duration> {
+/// structure (not that each index agrees with its table, which the full check does). A damaged
+/// page makes it report (or fail with SQLITE_CORRUPT), and the store refuses to open rather
+/// than serve from, and write into, a broken file. It stops after `budget`: a file too large
+/// to read in that time (about 80 MB a second here, see docs/operations.md) is checked on in
+/// the background ([`in_background`]).
+pub(super) fn quick(conn: &Connection, path: &Path, budget: Duration) -> anyhow::Result<Covered> {
     let started = Instant::now();
-    let found = match findings(conn, &format!("PRAGMA quick_check({MAX_FINDINGS})")) {
+    let (done, stop) = std::sync::mpsc::channel::<()>();
+    let interrupt = conn.get_interrupt_handle();
+    let timer = std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(budget) {
+            interrupt.interrupt();
+        }
+    });
+    let checked = findings(conn, &format!("PRAGMA quick_check({MAX_FINDINGS})"));
+    drop(done);
+    let _ = timer.join();
+    let found = match checked {
         Ok(found) => found,
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) => {
+            return Ok(Covered::Part);
+        }
         Err(e) => vec![e.to_string()],
     };
     if !found.is_empty() {
@@ -46,7 +74,48 @@ pub(super) fn quick(conn: &Connection, path: &Path) -> anyhow::Result<Duration> 
             found.join("; ")
         );
     }
-    Ok(started.elapsed())
+    Ok(Covered::All(started.elapsed()))
+}
+
+/// The rest of the quick check, for a file the start could not check within its budget: the
+/// whole `PRAGMA quick_check` on a read-only connection of its own, on a thread of its own.
+/// What it finds goes to `damaged` (the writer refuses writes from then on) and readiness.
+pub(super) fn in_background(
+    path: &Path,
+    damaged: std::sync::Arc<std::sync::OnceLock<String>>,
+    health: crate::health::Health,
+) {
+    let path = path.to_owned();
+    let spawned = std::thread::Builder::new()
+        .name("store-check".into())
+        .spawn(move || {
+            let started = Instant::now();
+            let checked = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .and_then(|conn| findings(&conn, &format!("PRAGMA quick_check({MAX_FINDINGS})")));
+            let found = match checked {
+                Ok(found) => found,
+                Err(e) if super::unavailable(&e) => vec![e.to_string()],
+                Err(e) => {
+                    tracing::error!(db = %path.display(), error = %e, "the quick check could not run");
+                    return;
+                }
+            };
+            if found.is_empty() {
+                tracing::info!(db = %path.display(), elapsed_ms = started.elapsed().as_millis() as u64, "quick check: ok");
+                return;
+            }
+            let why = format!(
+                "the quick check found the database {} damaged: {}; restore it from a backup \
+                 (docs/operations.md)",
+                path.display(),
+                found.join("; ")
+            );
+            health.fail(crate::health::Component::Store, why.clone());
+            let _ = damaged.set(why);
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the quick check");
+    }
 }
 
 /// SQLite's full `PRAGMA integrity_check` of the file at `path`, on a read-only connection of
@@ -106,7 +175,8 @@ pub(crate) mod tests {
         filled(&path, 5_000);
         assert_eq!(full(&path).unwrap(), Vec::<String>::new());
         let conn = Connection::open(&path).unwrap();
-        quick(&conn, &path).expect("a sound file passes the quick check");
+        let covered = quick(&conn, &path, Duration::from_secs(60)).unwrap();
+        assert!(matches!(covered, Covered::All(_)), "{covered:?}");
         drop(conn);
 
         let size = std::fs::metadata(&path).unwrap().len();
@@ -114,11 +184,35 @@ pub(crate) mod tests {
         let found = full(&path).unwrap();
         assert!(!found.is_empty(), "the full check finds the zeroed pages");
         let conn = Connection::open(&path).unwrap();
-        let refused = quick(&conn, &path).unwrap_err().to_string();
+        let refused = quick(&conn, &path, Duration::from_secs(60))
+            .unwrap_err()
+            .to_string();
         assert!(
             refused.contains("damaged") && refused.contains("n.db"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn damage_the_start_had_no_time_for_is_found_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("n.db");
+        filled(&path, 5_000);
+        let size = std::fs::metadata(&path).unwrap().len();
+        zero(&path, size / 2, 64 * 1024);
+        let damaged = std::sync::Arc::new(std::sync::OnceLock::new());
+        let health = crate::health::Health::new();
+        in_background(&path, damaged.clone(), health.clone());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while damaged.get().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the background check found nothing"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(damaged.get().unwrap().contains("damaged"));
+        assert!(!health.is_ready());
     }
 
     #[test]

@@ -399,11 +399,20 @@ impl Store {
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
         let files = file::OpenFiles::note(path)
             .map_err(|e| anyhow::anyhow!("cannot stat {}: {e}", path.display()))?;
-        let checked = integrity::quick(&conn, path)?;
-        tracing::debug!(
-            elapsed_ms = checked.as_millis() as u64,
-            "quick check passed"
-        );
+        let health = Health::new();
+        let damaged = Arc::new(std::sync::OnceLock::new());
+        match integrity::quick(&conn, path, integrity::START_BUDGET)? {
+            integrity::Covered::All(took) => {
+                tracing::debug!(elapsed_ms = took.as_millis() as u64, "quick check: ok");
+            }
+            integrity::Covered::Part => {
+                tracing::info!(
+                    db = %path.display(),
+                    "the quick check did not finish within its start budget; it goes on in the background"
+                );
+                integrity::in_background(path, damaged.clone(), health.clone());
+            }
+        }
         schema::migrate(&mut conn)?;
         let endpoints = endpoints::sync(&mut conn, &options.endpoints)?;
         let publisher = Publisher::new(endpoints);
@@ -420,11 +429,12 @@ impl Store {
             deliveries: handed,
             taken: taken.clone(),
         };
-        let health = Health::new();
+
         let guard = writer::Guard {
             lock: Some(lock),
             files: Some(files),
             health: health.clone(),
+            damaged,
         };
         let handle = writer::spawn(conn, rx, options, publisher, notify.clone(), handoff, guard)?;
         Ok(Opened {

@@ -227,6 +227,8 @@ pub(in crate::store) struct Guard {
     pub files: Option<super::file::OpenFiles>,
     /// Readiness: `Component::Store` fails while writes cannot be committed.
     pub health: Health,
+    /// Set when a check found the file damaged: no write is committed to it from then on.
+    pub damaged: Arc<std::sync::OnceLock<String>>,
 }
 
 pub(super) fn spawn(
@@ -414,7 +416,9 @@ impl Writer {
     /// the transaction is rolled back: a write to a deleted file would be acknowledged and
     /// lost). On failure, nothing of the batch is written.
     fn commit(&mut self) -> Option<Failed> {
+        let damaged = self.guard.damaged.get().cloned().map(Failed::unavailable);
         let refused = match &self.guard.files {
+            _ if damaged.is_some() => damaged,
             Some(files) => files.check().err().map(Failed::unavailable).or_else(|| {
                 #[cfg(debug_assertions)]
                 if let Some(e) = super::fault::commit_fault(files.db()) {
@@ -432,9 +436,15 @@ impl Writer {
         match self.statement("COMMIT") {
             Ok(()) => None,
             Err(e) => {
-                tracing::error!(error = %e, "commit failed; the batch is rolled back");
+                let failed = Failed::sqlite(&e);
+                if failed.unavailable {
+                    // Readiness says so, once per change (`unavailable`): no line per batch.
+                    tracing::debug!(error = %e, "commit failed; the batch is rolled back");
+                } else {
+                    tracing::error!(error = %e, "commit failed; the batch is rolled back");
+                }
                 self.rollback();
-                Some(Failed::sqlite(&e))
+                Some(failed)
             }
         }
     }
@@ -470,8 +480,11 @@ impl Writer {
     ) -> Result<(Vec<Outcome>, bool), PassAborted> {
         self.queue.forget_noted_health();
         if let Err(e) = self.statement("BEGIN IMMEDIATE") {
-            tracing::error!(error = %e, "cannot begin a write transaction");
-            return Err(PassAborted::CannotBegin(Failed::sqlite(&e)));
+            let failed = Failed::sqlite(&e);
+            if !failed.unavailable {
+                tracing::error!(error = %e, "cannot begin a write transaction");
+            }
+            return Err(PassAborted::CannotBegin(failed));
         }
         self.run_commands(batch, now, isolation)
     }
@@ -503,7 +516,7 @@ impl Writer {
                 // SQLite rolled the transaction back on its own: the commands after this one
                 // would each commit alone. The batch is lost; refuse it whole.
                 let failed = Failed::of(&done.outcome);
-                tracing::error!(error = %failed.why, "the write transaction was rolled back by SQLite; the batch is refused");
+                tracing::debug!(error = %failed.why, "the write transaction was rolled back by SQLite; the batch is refused");
                 self.forget_pass();
                 return Err(PassAborted::Lost(failed));
             }

@@ -70,6 +70,7 @@ fn writer_on(
             lock: None,
             files,
             health: Health::new(),
+            damaged: Default::default(),
         },
         carried: Vec::new(),
     };
