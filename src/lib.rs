@@ -143,7 +143,14 @@ pub async fn run(
         Some(_) => "PostgreSQL (store.postgres_url)".to_owned(),
         None => settings.store.sqlite_path.display().to_string(),
     };
-    tracing::info!(listen = %listener.local_addr()?, db = %database, endpoints = settings.endpoints.len(), "gbds-notifier serving");
+    // Every endpoint deliveries go to: the configured ones (the RabbitMQ sink among them) and
+    // those created through the API.
+    let endpoints = store.endpoints.snapshot();
+    let amqp = endpoints
+        .iter()
+        .filter(|e| matches!(e.endpoint.destination, Destination::Amqp(_)))
+        .count();
+    tracing::info!(listen = %listener.local_addr()?, db = %database, endpoints = endpoints.len(), amqp_sinks = amqp, "gbds-notifier serving");
     let mut died = None;
     let until = async {
         tokio::select! {

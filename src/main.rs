@@ -23,6 +23,16 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run SQLite's full integrity check on the database (read-only; the service may be
+    /// running): exit 0 when it is sound, 1 with the findings when it is not.
+    Check {
+        /// TOML configuration file naming the database ([store] sqlite_path).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The database file, instead of the configuration's.
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
     /// Write the state machine's table and diagrams (Markdown + Mermaid) into a directory.
     States {
         #[arg(long, default_value = "states")]
@@ -71,6 +81,11 @@ fn main() -> anyhow::Result<()> {
             });
             match served {
                 Ok(()) => Ok(()),
+                // Another process owns the database: a configuration error, not a crash.
+                Err(e) if e.is::<gbds_notifier::store::file::InUse>() => {
+                    eprintln!("{e}");
+                    std::process::exit(2);
+                }
                 // A part of the service stopped: a supervisor (systemd's Restart=on-failure,
                 // an orchestrator) is to start a fresh process.
                 Err(e) if e.is::<gbds_notifier::supervisor::Died>() => {
@@ -82,6 +97,42 @@ fn main() -> anyhow::Result<()> {
                 }
                 Err(e) => {
                     tracing::error!("{e:#}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        Command::Check { config, db } => {
+            let db = match db {
+                Some(db) => db,
+                None => {
+                    match gbds_notifier::config::load(config.as_deref(), |k| std::env::var(k).ok())
+                    {
+                        Ok(s) if s.store.postgres_url.is_some() => {
+                            eprintln!("check: the configured store is PostgreSQL; check is for the SQLite file");
+                            std::process::exit(2);
+                        }
+                        Ok(s) => s.store.sqlite_path,
+                        Err(e) => {
+                            eprintln!("{e}");
+                            std::process::exit(2);
+                        }
+                    }
+                }
+            };
+            match gbds_notifier::store::integrity::full(&db) {
+                Ok(found) if found.is_empty() => {
+                    println!("{}: ok", db.display());
+                    Ok(())
+                }
+                Ok(found) => {
+                    println!("{}: damaged", db.display());
+                    for line in found {
+                        println!("{line}");
+                    }
+                    std::process::exit(1);
+                }
+                Err(e) => {
+                    eprintln!("check: {e}");
                     std::process::exit(1);
                 }
             }

@@ -13,6 +13,8 @@ pub const LISTEN: &str = "127.0.0.1:8080";
 pub const SQLITE_PATH: &str = "gbds-notifier.db";
 /// `[store] synchronous`: FULL, so that every acknowledged call survives a power loss.
 pub const SYNCHRONOUS_FULL: bool = true;
+/// `[store] integrity_schedule`: daily, at night (it reads the whole file).
+pub const INTEGRITY_SCHEDULE: &str = "0 47 3 * * *";
 
 /// `[api] header_read_timeout`.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

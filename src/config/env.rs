@@ -10,6 +10,11 @@ pub const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ("GBDS_STORE_SQLITE_PATH", "store.sqlite_path", EnvKind::Text),
     ("GBDS_STORE_SYNCHRONOUS", "store.synchronous", EnvKind::Text),
     (
+        "GBDS_STORE_INTEGRITY_SCHEDULE",
+        "store.integrity_schedule",
+        EnvKind::Text,
+    ),
+    (
         "GBDS_STORE_POSTGRES_URL",
         "store.postgres_url",
         EnvKind::Text,

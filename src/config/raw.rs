@@ -65,6 +65,8 @@ pub(super) struct RawRetention {
 pub(super) struct RawStore {
     pub sqlite_path: Option<PathBuf>,
     pub synchronous: Option<String>,
+    /// A cron expression: when the full integrity check of the SQLite file runs.
+    pub integrity_schedule: Option<String>,
     /// A PostgreSQL URL: the scale-out store, instead of the SQLite file.
     pub postgres_url: Option<Secret>,
 }

@@ -67,6 +67,9 @@ pub struct StoreSettings {
     pub postgres_url: Option<Secret>,
     /// `synchronous = FULL` (default: every acknowledged call survives power loss) or `NORMAL`.
     pub synchronous_full: bool,
+    /// When the full `PRAGMA integrity_check` of the SQLite file runs: a cron expression with
+    /// seconds; a failure turns readiness red (`Component::Store`).
+    pub integrity_schedule: String,
 }
 
 /// Who may call the REST API.

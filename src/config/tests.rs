@@ -488,6 +488,7 @@ listen = "127.0.0.1:8080"
 [store]
 sqlite_path = "gbds-notifier.db"
 synchronous = "FULL"
+integrity_schedule = "0 47 3 * * *"
 [api]
 header_read_timeout = "10s"
 request_timeout = "30s"

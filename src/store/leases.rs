@@ -103,6 +103,20 @@ impl Leases {
         true
     }
 
+    /// Ends the lease as [`Leases::end`] does, and says which endpoint's slot it freed.
+    pub fn end_from(&mut self, id: i64) -> Option<Arc<str>> {
+        let endpoint = self.held.get(&id)?.endpoint.clone();
+        self.end(id);
+        Some(endpoint)
+    }
+
+    /// Holds the delivery with no end: its attempt's result is known but not yet recorded, so
+    /// it must not be claimed again (that would send again what a receiver may have
+    /// acknowledged) until the result is recorded or dropped.
+    pub fn pin(&mut self, id: i64, endpoint: &str) {
+        self.hold(id, i64::MAX, endpoint);
+    }
+
     /// Ends the leases that ran out (their attempts never reported back), freeing their slots.
     pub fn sweep(&mut self, now: i64) {
         let ended: Vec<i64> = self
@@ -179,6 +193,19 @@ mod tests {
         l.hold(1, 20, "a");
         assert_eq!(l.room("a"), 7);
         assert_eq!(l.held_until(1, 0), Some(20));
+    }
+
+    #[test]
+    fn a_pinned_lease_outlives_every_sweep_and_keeps_its_slot() {
+        let mut l = leases(2, 2);
+        l.hold(1, 10, "e");
+        let endpoint = l.end_from(1).expect("it was held");
+        assert_eq!(&*endpoint, "e");
+        assert_eq!(l.end_from(1), None);
+        l.pin(1, &endpoint);
+        l.sweep(i64::MAX - 1);
+        assert!(l.held(1, i64::MAX - 1));
+        assert_eq!(l.room("e"), 1);
     }
 
     #[test]

@@ -7,6 +7,10 @@
 mod admin;
 mod decisions;
 mod endpoints;
+#[cfg(debug_assertions)]
+pub mod fault;
+pub mod file;
+pub mod integrity;
 mod leases;
 pub mod pg;
 mod reader;
@@ -72,8 +76,32 @@ pub enum WriteError {
 
 impl From<rusqlite::Error> for WriteError {
     fn from(e: rusqlite::Error) -> Self {
-        WriteError::Internal(e.to_string())
+        if unavailable(&e) {
+            WriteError::Unavailable(e.to_string())
+        } else {
+            WriteError::Internal(e.to_string())
+        }
     }
+}
+
+/// Whether an SQLite error says that the database cannot take writes for now (no space, an
+/// I/O error, its file unreadable or damaged, locked too long) rather than that the statement
+/// is wrong: the caller may try again later, and gets a 503 that says so.
+pub(crate) fn unavailable(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            C::DiskFull
+                | C::SystemIoFailure
+                | C::CannotOpen
+                | C::ReadOnly
+                | C::DatabaseCorrupt
+                | C::NotADatabase
+                | C::DatabaseBusy
+                | C::DatabaseLocked
+        )
+    )
 }
 
 /// The answer to a registration.
@@ -380,9 +408,29 @@ impl Store {
     /// Opens (creating and migrating) the database, records the configured endpoints, loads
     /// the endpoint registry and starts the writer thread. Leases live in the writer's
     /// memory, so whatever a previous process had in flight is claimable at once.
+    ///
+    /// One process owns the file: it takes an exclusive lock on `<path>.lock` first, and
+    /// refuses with [`file::InUse`] (naming the holder) when another process has it.
     pub fn open(path: &Path, options: StoreOptions) -> anyhow::Result<Opened> {
+        let lock = file::FileLock::take(path)?;
         let mut conn = open(path, options.synchronous_full)
             .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+        let files = file::OpenFiles::note(path)
+            .map_err(|e| anyhow::anyhow!("cannot stat {}: {e}", path.display()))?;
+        let health = Health::new();
+        let damaged = Arc::new(std::sync::OnceLock::new());
+        match integrity::quick(&conn, path, integrity::START_BUDGET)? {
+            integrity::Covered::All(took) => {
+                tracing::debug!(elapsed_ms = took.as_millis() as u64, "quick check: ok");
+            }
+            integrity::Covered::Part => {
+                tracing::info!(
+                    db = %path.display(),
+                    "the quick check did not finish within its start budget; it goes on in the background"
+                );
+                integrity::in_background(path, damaged.clone(), health.clone());
+            }
+        }
         schema::migrate(&mut conn)?;
         let endpoints = endpoints::sync(&mut conn, &options.endpoints)?;
         let publisher = Publisher::new(endpoints);
@@ -399,14 +447,21 @@ impl Store {
             deliveries: handed,
             taken: taken.clone(),
         };
-        let handle = writer::spawn(conn, rx, options, publisher, notify.clone(), handoff)?;
+
+        let guard = writer::Guard {
+            lock: Some(lock),
+            files: Some(files),
+            health: health.clone(),
+            damaged,
+        };
+        let handle = writer::spawn(conn, rx, options, publisher, notify.clone(), handoff, guard)?;
         Ok(Opened {
             store: Store {
                 commands: tx,
                 readers,
                 endpoints: registry,
                 deliveries_ready: notify,
-                health: Health::new(),
+                health,
                 handoff: Arc::new(std::sync::Mutex::new(Some(Handoff { deliveries, taken }))),
             },
             writer: handle,

@@ -402,9 +402,7 @@ impl SqliteReaders {
                         (SELECT count(*) FROM deliveries d WHERE d.endpoint_id = e.id AND d.status = 'dead'),
                         (SELECT min(n.created_at) FROM deliveries d JOIN notifications n ON n.id = d.notification_id
                           WHERE d.endpoint_id = e.id AND d.status = 'pending' AND d.ready = 1),
-                        (SELECT d.delivered_at FROM deliveries d WHERE d.endpoint_id = e.id AND d.status = 'delivered'
-                          ORDER BY d.id DESC LIMIT 1),
-                        e.subscriptions, e.format
+                        e.last_delivered_at, e.subscriptions, e.format
                  FROM endpoints e ORDER BY e.id",
             )?
             .query_map([], |r| {

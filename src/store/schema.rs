@@ -223,6 +223,14 @@ CREATE TABLE decisions (
 );
 CREATE UNIQUE INDEX decisions_by_id ON decisions(tx, decision_id) WHERE decision_id IS NOT NULL;
 "#,
+    r#"
+-- When an endpoint last took a delivery, kept on its row by the batch that records it (once
+-- per batch and endpoint). Reading it from the deliveries took the newest delivery that was
+-- delivered, which is not the last one delivered when an older one succeeded on a retry.
+ALTER TABLE endpoints ADD COLUMN last_delivered_at INTEGER;
+UPDATE endpoints SET last_delivered_at =
+    (SELECT max(d.delivered_at) FROM deliveries d WHERE d.endpoint_id = endpoints.id AND d.status = 'delivered');
+"#,
 ];
 
 /// Brings the schema up to date inside one transaction.

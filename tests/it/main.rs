@@ -21,6 +21,8 @@
 //! - `scale_out`: several instances on one PostgreSQL database (`GBDS_TEST_STORE=postgres`):
 //!   racing calls, the head race, kill -9, an outage, the feed in commit order.
 //! - `openapi`: the OpenAPI document against the router that serves it.
+//! - `sqlite_file`: the SQLite file under the service: one process per file, the file
+//!   deleted, a full disk, damage found by `check` and at start, the endpoints' list.
 //! - `security`: signatures during a secret rotation, authentication towards endpoints, the
 //!   API's tokens and roles, hostile clients, and property-based fuzzing.
 
@@ -35,4 +37,5 @@ mod refusals;
 mod scale_out;
 mod scenarios;
 mod security;
+mod sqlite_file;
 mod states;

@@ -101,7 +101,13 @@ fn store(raw: RawStore) -> Result<StoreSettings, ConfigError> {
             )
         }
     };
+    let integrity_schedule = cron(
+        "store.integrity_schedule",
+        raw.integrity_schedule,
+        defaults::INTEGRITY_SCHEDULE,
+    )?;
     Ok(StoreSettings {
+        integrity_schedule,
         sqlite_path: raw
             .sqlite_path
             .unwrap_or_else(|| PathBuf::from(defaults::SQLITE_PATH)),
@@ -110,20 +116,28 @@ fn store(raw: RawStore) -> Result<StoreSettings, ConfigError> {
     })
 }
 
-fn retention(raw: RawRetention) -> Result<RetentionSettings, ConfigError> {
-    let schedule = raw
-        .schedule
-        .unwrap_or_else(|| defaults::RETENTION_SCHEDULE.to_owned());
+/// A job's schedule: a cron expression with seconds, as tokio-cron-scheduler reads it.
+fn cron(key: &str, raw: Option<String>, default: &str) -> Result<String, ConfigError> {
+    let schedule = raw.unwrap_or_else(|| default.to_owned());
     if let Err(e) =
         tokio_cron_scheduler::Job::new_async(schedule.as_str(), |_, _| Box::pin(async {}))
     {
         return err(
-            "retention.schedule",
+            key,
             format!(
                 "{schedule:?} is not a cron expression with seconds (e.g. \"0 17 * * * *\"): {e}"
             ),
         );
     }
+    Ok(schedule)
+}
+
+fn retention(raw: RawRetention) -> Result<RetentionSettings, ConfigError> {
+    let schedule = cron(
+        "retention.schedule",
+        raw.schedule,
+        defaults::RETENTION_SCHEDULE,
+    )?;
     Ok(RetentionSettings {
         age: duration_or("retention.age", raw.age.as_deref(), defaults::RETENTION_AGE)?,
         schedule,

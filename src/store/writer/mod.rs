@@ -20,6 +20,7 @@ use super::{
 };
 use crate::clock::now_ms;
 use crate::endpoint::Publisher;
+use crate::health::{Component, Health};
 use fanout::BatchEndpoints;
 use queue::DeliveryQueue;
 
@@ -34,12 +35,82 @@ enum Outcome {
     Admin(Result<AdminDone, WriteError>),
     /// Complete, Release and Shutdown: nothing to report but having been committed.
     Done,
+    /// Attempt results that could not be recorded; `unavailable` says why when the store
+    /// could not take the write (they are kept and recorded later), `None` when it refused
+    /// them for another reason (they are dropped, and the deliveries sent again).
+    Unrecorded {
+        unavailable: Option<String>,
+    },
 }
 
-/// Answers a command's caller; when the commit failed, every write becomes an error instead.
-fn answer(command: Command, outcome: Outcome, commit_error: Option<&str>) {
-    let failed = || WriteError::Internal(format!("commit failed: {}", commit_error.unwrap_or("")));
-    let committed = commit_error.is_none();
+/// Why a batch, or a command, could not be written.
+#[derive(Debug, Clone)]
+struct Failed {
+    /// The store cannot take writes for now (`WriteError::Unavailable`, a 503), as opposed to
+    /// a failure that trying again will not cure.
+    unavailable: bool,
+    why: String,
+}
+
+impl Failed {
+    fn sqlite(e: &rusqlite::Error) -> Self {
+        Failed {
+            unavailable: super::unavailable(e),
+            why: e.to_string(),
+        }
+    }
+
+    fn unavailable(why: String) -> Self {
+        Failed {
+            unavailable: true,
+            why,
+        }
+    }
+
+    fn error(&self) -> WriteError {
+        if self.unavailable {
+            WriteError::Unavailable(self.why.clone())
+        } else {
+            WriteError::Internal(format!("commit failed: {}", self.why))
+        }
+    }
+
+    /// Why a command failed, from its outcome.
+    fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Register(Err(e)) | Outcome::Apply(Err(e)) | Outcome::Admin(Err(e)) => Failed {
+                unavailable: matches!(e, WriteError::Unavailable(_)),
+                why: e.to_string(),
+            },
+            Outcome::Unrecorded {
+                unavailable: Some(why),
+            } => Failed::unavailable(why.clone()),
+            _ => Failed {
+                unavailable: false,
+                why: "a command failed".to_owned(),
+            },
+        }
+    }
+}
+
+/// Why a command could not be written for want of a working store, if that is why it failed.
+fn unavailable_why(outcome: &Outcome) -> Option<String> {
+    match outcome {
+        Outcome::Register(Err(WriteError::Unavailable(why)))
+        | Outcome::Apply(Err(WriteError::Unavailable(why)))
+        | Outcome::Admin(Err(WriteError::Unavailable(why)))
+        | Outcome::Unrecorded {
+            unavailable: Some(why),
+        } => Some(why.clone()),
+        _ => None,
+    }
+}
+
+/// Answers a command's caller; when the batch did not commit, every write becomes an error
+/// instead. (Attempt results are not answered: the writer keeps or drops them.)
+fn answer(command: Command, outcome: Outcome, failed: Option<&Failed>) {
+    let committed = failed.is_none();
+    let failed = || failed.map_or_else(|| WriteError::Internal(String::new()), Failed::error);
     match (command, outcome) {
         (Command::Register { reply, .. }, Outcome::Register(r)) => {
             let _ = reply.send(if committed { r } else { Err(failed()) });
@@ -59,14 +130,17 @@ fn answer(command: Command, outcome: Outcome, commit_error: Option<&str>) {
         (Command::Complete { .. } | Command::Shutdown, _) => {}
         (command, _) => refuse(
             command,
-            "internal error: a command got another kind's answer",
+            &Failed {
+                unavailable: false,
+                why: "internal error: a command got another kind's answer".to_owned(),
+            },
         ),
     }
 }
 
 /// Answers a command that could not run at all.
-fn refuse(command: Command, why: &str) {
-    let e = || WriteError::Internal(why.to_owned());
+fn refuse(command: Command, failed: &Failed) {
+    let e = || failed.error();
     match command {
         Command::Register { reply, .. } => drop(reply.send(Err(e()))),
         Command::Apply { reply, .. } => drop(reply.send(Err(e()))),
@@ -90,7 +164,10 @@ enum Isolation {
 
 /// Why a pass over the batch stopped before its commit.
 enum PassAborted {
-    CannotBegin(String),
+    CannotBegin(Failed),
+    /// A command failed and SQLite rolled the whole transaction back on its own (it does so
+    /// on some I/O errors and on a full disk): nothing of the batch is written.
+    Lost(Failed),
     /// An optimistic pass met a command that failed after writing; it was rolled back.
     CommandFailed,
 }
@@ -134,6 +211,24 @@ struct Writer {
     /// What `PRAGMA synchronous` is now: FULL (true) or NORMAL. Batches that acknowledge a
     /// call commit FULL (when configured); the others need no fsync of their own.
     synced_full: bool,
+    /// The database file as the OS sees it, and readiness.
+    guard: Guard,
+    /// Attempt results the store could not take yet (a full disk, say), recorded with the next
+    /// batch. Their deliveries stay leased, pinned, meanwhile: a receiver that acknowledged
+    /// one is not sent it again.
+    carried: Vec<Completion>,
+}
+
+/// What the writer keeps of its database beside the connection.
+pub(in crate::store) struct Guard {
+    /// The exclusive lock on the file, held for as long as the writer runs.
+    pub lock: Option<super::file::FileLock>,
+    /// The files the connection has open, checked before every COMMIT (none in memory).
+    pub files: Option<super::file::OpenFiles>,
+    /// Readiness: `Component::Store` fails while writes cannot be committed.
+    pub health: Health,
+    /// Set when a check found the file damaged: no write is committed to it from then on.
+    pub damaged: Arc<std::sync::OnceLock<String>>,
 }
 
 pub(super) fn spawn(
@@ -143,6 +238,7 @@ pub(super) fn spawn(
     publisher: Publisher,
     ready: Arc<Notify>,
     handoff: HandoffSender,
+    guard: Guard,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("store-writer".into())
@@ -154,6 +250,8 @@ pub(super) fn spawn(
                 queue: DeliveryQueue::new(options.delivery, handoff),
                 options,
                 endpoints,
+                guard,
+                carried: Vec::new(),
             };
             let mut batch = Vec::with_capacity(MAX_BATCH);
             while let Some(first) = commands.blocking_recv() {
@@ -174,6 +272,13 @@ pub(super) fn spawn(
                     break;
                 }
             }
+            if !writer.carried.is_empty() {
+                tracing::warn!(
+                    results = writer.carried.len(),
+                    "stopping with attempt results the store could not record; those deliveries are sent again"
+                );
+            }
+            drop(writer.guard.lock.take());
             tracing::debug!("store writer stopped");
         })
 }
@@ -208,11 +313,14 @@ impl Writer {
         let now = now_ms();
         let began = std::time::Instant::now();
         tracing::trace!(commands = batch.len(), "write batch");
+        if !self.carried.is_empty() {
+            let completions = std::mem::take(&mut self.carried);
+            batch.insert(0, Command::Complete { completions });
+        }
+        let changes_before = self.conn.total_changes();
         if let Err(e) = self.sync_for(batch) {
             tracing::error!(error = %e, "cannot set PRAGMA synchronous; the batch is refused");
-            for c in batch.drain(..) {
-                refuse(c, &format!("storage error: {e}"));
-            }
+            self.refuse_batch(batch, &Failed::sqlite(&e));
             return false;
         }
         let mut result = self.run_pass(batch, now, Isolation::Optimistic);
@@ -242,25 +350,19 @@ impl Writer {
             );
             result = self.run_pass(batch, now, Isolation::PerCommand);
         }
-        let (outcomes, woke, commit_error) = match result {
+        let (outcomes, woke, failed) = match result {
             Ok((outcomes, woke)) => {
-                let commit_error = self.statement("COMMIT").err().map(|e| {
-                    tracing::error!(error = %e, "commit failed; the batch is rolled back");
-                    self.rollback();
-                    e.to_string()
-                });
-                (outcomes, woke, commit_error)
+                let failed = self.commit();
+                (outcomes, woke, failed)
             }
-            Err(PassAborted::CannotBegin(e)) => {
+            Err(PassAborted::CannotBegin(failed) | PassAborted::Lost(failed)) => {
                 self.forget_pass();
-                for c in batch.drain(..) {
-                    refuse(c, &e);
-                }
+                self.refuse_batch(batch, &failed);
                 return false;
             }
             Err(PassAborted::CommandFailed) => unreachable!("a per-command pass does not abort"),
         };
-        let woke = if commit_error.is_none() {
+        let woke = if failed.is_none() {
             crate::telemetry::batch_committed(batch.len(), began.elapsed());
             self.queue.committed();
             // What the batch changed of the endpoints is on disk: the dispatcher sends by it
@@ -272,10 +374,97 @@ impl Writer {
             self.forget_pass();
             false
         };
+        let unavailable = match &failed {
+            Some(f) if f.unavailable => Some(f.why.clone()),
+            Some(_) => None,
+            None => outcomes.iter().find_map(unavailable_why),
+        };
+        match unavailable {
+            Some(why) => self.unavailable(&why),
+            None if self.conn.total_changes() != changes_before && failed.is_none() => {
+                self.guard.health.recover(Component::Store);
+            }
+            None => {}
+        }
         for (command, outcome) in batch.drain(..).zip(outcomes) {
-            answer(command, outcome, commit_error.as_deref());
+            if let Command::Complete { completions } = command {
+                match (&failed, outcome) {
+                    (Some(_), _)
+                    | (
+                        None,
+                        Outcome::Unrecorded {
+                            unavailable: Some(_),
+                        },
+                    ) => self.carried.extend(completions),
+                    (None, Outcome::Unrecorded { unavailable: None }) => {
+                        self.queue.unpin(&completions, now)
+                    }
+                    (None, _) => {}
+                }
+                continue;
+            }
+            answer(command, outcome, failed.as_ref());
         }
         woke
+    }
+
+    /// The store cannot take writes: not ready, for `why` (logged when it changes).
+    fn unavailable(&self, why: &str) {
+        self.guard.health.fail(
+            Component::Store,
+            format!("the database cannot take writes: {why}"),
+        );
+    }
+
+    /// Commits the open transaction, unless its file is no longer the one at its path (then
+    /// the transaction is rolled back: a write to a deleted file would be acknowledged and
+    /// lost). On failure, nothing of the batch is written.
+    fn commit(&mut self) -> Option<Failed> {
+        let damaged = self.guard.damaged.get().cloned().map(Failed::unavailable);
+        let refused = match &self.guard.files {
+            _ if damaged.is_some() => damaged,
+            Some(files) => files.check().err().map(Failed::unavailable).or_else(|| {
+                #[cfg(debug_assertions)]
+                if let Some(e) = super::fault::commit_fault(files.db()) {
+                    return Some(Failed::sqlite(&e));
+                }
+                None
+            }),
+            None => None,
+        };
+        if let Some(failed) = refused {
+            tracing::debug!(why = %failed.why, "the batch is not committed");
+            self.rollback();
+            return Some(failed);
+        }
+        match self.statement("COMMIT") {
+            Ok(()) => None,
+            Err(e) => {
+                let failed = Failed::sqlite(&e);
+                if failed.unavailable {
+                    // Readiness says so, once per change (`unavailable`): no line per batch.
+                    tracing::debug!(error = %e, "commit failed; the batch is rolled back");
+                } else {
+                    tracing::error!(error = %e, "commit failed; the batch is rolled back");
+                }
+                self.rollback();
+                Some(failed)
+            }
+        }
+    }
+
+    /// Refuses every command of a batch that could not run: calls are answered with the
+    /// failure, attempt results are kept for the next batch.
+    fn refuse_batch(&mut self, batch: &mut Vec<Command>, failed: &Failed) {
+        if failed.unavailable {
+            self.unavailable(&failed.why);
+        }
+        for c in batch.drain(..) {
+            match c {
+                Command::Complete { completions } => self.carried.extend(completions),
+                c => refuse(c, failed),
+            }
+        }
     }
 
     /// Undoes what a pass that did not commit left in memory: the endpoint changes it made,
@@ -295,8 +484,11 @@ impl Writer {
     ) -> Result<(Vec<Outcome>, bool), PassAborted> {
         self.queue.forget_noted_health();
         if let Err(e) = self.statement("BEGIN IMMEDIATE") {
-            tracing::error!(error = %e, "cannot begin a write transaction");
-            return Err(PassAborted::CannotBegin(e.to_string()));
+            let failed = Failed::sqlite(&e);
+            if !failed.unavailable {
+                tracing::error!(error = %e, "cannot begin a write transaction");
+            }
+            return Err(PassAborted::CannotBegin(failed));
         }
         self.run_commands(batch, now, isolation)
     }
@@ -323,6 +515,14 @@ impl Writer {
             if matches!(command, Command::Admin { .. }) {
                 // It may have changed an endpoint's health itself.
                 self.queue.forget_noted_health();
+            }
+            if !done.ok && self.conn.is_autocommit() {
+                // SQLite rolled the transaction back on its own: the commands after this one
+                // would each commit alone. The batch is lost; refuse it whole.
+                let failed = Failed::of(&done.outcome);
+                tracing::debug!(error = %failed.why, "the write transaction was rolled back by SQLite; the batch is refused");
+                self.forget_pass();
+                return Err(PassAborted::Lost(failed));
             }
             if isolated {
                 if !done.ok {
@@ -374,6 +574,10 @@ impl Writer {
     }
 
     fn rollback(&self) {
+        // After some errors (a full disk, an I/O error) SQLite has rolled back already.
+        if self.conn.is_autocommit() {
+            return;
+        }
         if let Err(e) = self.statement("ROLLBACK") {
             tracing::error!(error = %e, "rollback failed");
         }
@@ -452,10 +656,17 @@ impl Writer {
             }
             Command::Complete { completions } => match self.complete(completions, now) {
                 Ok(woke) => done(Outcome::Done, true, woke),
+                Err(e) if super::unavailable(&e) => {
+                    // Kept, and recorded once the store takes writes again (see `carried`).
+                    tracing::debug!(error = %e, "delivery results cannot be recorded now");
+                    let unavailable = Some(e.to_string());
+                    done(Outcome::Unrecorded { unavailable }, false, false)
+                }
                 Err(e) => {
-                    // The leases expire and the deliveries are attempted again: at-least-once.
+                    // Dropped: the leases expire and the deliveries are attempted again
+                    // (at least once).
                     tracing::error!(error = %e, "recording delivery results failed");
-                    done(Outcome::Done, false, false)
+                    done(Outcome::Unrecorded { unavailable: None }, false, false)
                 }
             },
             Command::Release { ids, .. } => {

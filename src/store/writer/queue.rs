@@ -44,6 +44,7 @@ pub(super) struct Mark {
     fresh: usize,
     promoted: usize,
     claimed: usize,
+    recorded: usize,
 }
 
 pub(super) struct DeliveryQueue {
@@ -62,6 +63,10 @@ pub(super) struct DeliveryQueue {
     /// Leases taken by the batch's claims: given back if the batch does not commit (its
     /// claims are answered empty then).
     claimed: Vec<i64>,
+    /// Leases the batch's attempt results ended, with their endpoints: should the batch not
+    /// commit, the results are not recorded and each delivery is held again, pinned, until
+    /// they are (claiming it would send again what its receiver may have acknowledged).
+    recorded: Vec<(i64, Arc<str>)>,
     /// Claimable deliveries were left in the database for want of a slot: freeing one wakes
     /// the dispatcher to claim them.
     waiting_for_slots: bool,
@@ -76,6 +81,7 @@ impl DeliveryQueue {
             fresh: Vec::new(),
             promoted: Vec::new(),
             claimed: Vec::new(),
+            recorded: Vec::new(),
             waiting_for_slots: false,
         }
     }
@@ -96,6 +102,7 @@ impl DeliveryQueue {
             fresh: self.fresh.len(),
             promoted: self.promoted.len(),
             claimed: self.claimed.len(),
+            recorded: self.recorded.len(),
         }
     }
 
@@ -107,11 +114,27 @@ impl DeliveryQueue {
         for id in self.claimed.split_off(mark.claimed) {
             self.leases.end(id);
         }
+        for (id, endpoint) in self.recorded.split_off(mark.recorded) {
+            self.leases.pin(id, &endpoint);
+        }
     }
 
-    /// The batch committed: its claims stand.
+    /// The batch committed: its claims and recorded results stand.
     pub fn committed(&mut self) {
         self.claimed.clear();
+        self.recorded.clear();
+    }
+
+    /// Results that will not be recorded after all (they failed for a reason that waiting does
+    /// not cure): their deliveries become claimable again when their leases would have ended,
+    /// so they are sent again (at least once).
+    pub fn unpin(&mut self, completions: &[Completion], now: i64) {
+        for c in completions {
+            if let Some(endpoint) = self.leases.end_from(c.id()) {
+                self.leases
+                    .hold(c.id(), now + self.leases.lease_ms(), &endpoint);
+            }
+        }
     }
 
     /// Undoes what a pass that did not commit left in memory: the heads it would have handed
@@ -121,6 +144,9 @@ impl DeliveryQueue {
         self.promoted.clear();
         for id in self.claimed.drain(..) {
             self.leases.end(id);
+        }
+        for (id, endpoint) in self.recorded.drain(..) {
+            self.leases.pin(id, &endpoint);
         }
     }
 
@@ -333,7 +359,8 @@ impl DeliveryQueue {
         self.promote_next(conn, tx, &endpoint)
     }
 
-    /// Tracks since when an endpoint has failed every attempt (cleared by any success). Both
+    /// Tracks since when an endpoint has failed every attempt (cleared by any success), and
+    /// when it last took a delivery. Both
     /// updates are idempotent within a transaction (`now` is the batch's), so only a change
     /// from the endpoint's last noted health runs one: a batch of a hundred results for one
     /// endpoint makes one update, not a hundred.
@@ -350,7 +377,7 @@ impl DeliveryQueue {
             None => self.health_noted.push((endpoint_id.to_owned(), ok)),
         }
         let sql = if ok {
-            "UPDATE endpoints SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL AND ?2 >= 0"
+            "UPDATE endpoints SET failing_since = NULL, last_delivered_at = ?2 WHERE id = ?1"
         } else {
             "UPDATE endpoints SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL"
         };
@@ -370,9 +397,12 @@ impl DeliveryQueue {
         let mut done = Completed::default();
         for c in completions {
             // Its slot is free: what waited for one may be claimed now.
-            if self.leases.end(c.id()) && self.waiting_for_slots {
-                self.waiting_for_slots = false;
-                done.woke = true;
+            if let Some(endpoint) = self.leases.end_from(c.id()) {
+                self.recorded.push((c.id(), endpoint));
+                if self.waiting_for_slots {
+                    self.waiting_for_slots = false;
+                    done.woke = true;
+                }
             }
             match c {
                 Completion::Delivered { id, http_status } => {

@@ -33,9 +33,21 @@ fn writer_with(
     mpsc::UnboundedReceiver<ClaimedDelivery>,
     Arc<std::sync::atomic::AtomicBool>,
 ) {
+    writer_on(Connection::open_in_memory().unwrap(), limits, None)
+}
+
+/// A writer on `conn`, whose files (when it has some) are checked before every COMMIT.
+fn writer_on(
+    mut conn: Connection,
+    limits: DeliveryLimits,
+    files: Option<crate::store::file::OpenFiles>,
+) -> (
+    Writer,
+    mpsc::UnboundedReceiver<ClaimedDelivery>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
     let (handed, rx) = mpsc::unbounded_channel();
     let taken: Arc<std::sync::atomic::AtomicBool> = Default::default();
-    let mut conn = Connection::open_in_memory().unwrap();
     schema::migrate(&mut conn).unwrap();
     let configured = vec![Endpoint::http("e", "http://127.0.0.1:9/".parse().unwrap())];
     let registry = Publisher::new(endpoints::sync(&mut conn, &configured).unwrap());
@@ -54,6 +66,13 @@ fn writer_with(
         endpoints: BatchEndpoints::new(registry, configured),
         queue: DeliveryQueue::new(limits, handoff),
         synced_full: false,
+        guard: Guard {
+            lock: None,
+            files,
+            health: Health::new(),
+            damaged: Default::default(),
+        },
+        carried: Vec::new(),
     };
     (w, rx, taken)
 }
@@ -553,4 +572,150 @@ fn a_410_undone_with_the_results_it_came_with_leaves_the_endpoint_enabled_everyw
         1
     );
     assert!(registry.get("e").unwrap().endpoint.enabled);
+}
+
+#[test]
+fn on_a_full_database_calls_get_unavailable_nothing_is_half_written_and_it_recovers() {
+    let mut w = writer();
+    w.run_batch(&mut vec![register("first").0]);
+    let pages = count(&w, "PRAGMA page_count");
+    // No page may be added: the database is "full".
+    w.conn
+        .execute_batch(&format!("PRAGMA max_page_count = {pages}"))
+        .unwrap();
+    let tguids: Vec<String> = (0..300).map(|i| format!("t{i:03}")).collect();
+    let (mut batch, replies): (Vec<_>, Vec<_>) = tguids.iter().map(|t| register(t)).unzip();
+    w.run_batch(&mut batch);
+    let mut refused = Vec::new();
+    for (t, reply) in tguids.iter().zip(replies) {
+        match reply.blocking_recv().unwrap() {
+            Ok(_) => {}
+            Err(WriteError::Unavailable(why)) => {
+                assert!(why.contains("full"), "{why}");
+                refused.push(t.clone());
+            }
+            Err(e) => panic!("{t}: want Unavailable or success, got {e:?}"),
+        }
+    }
+    assert!(!refused.is_empty(), "the database never filled");
+    let reason = w.guard.health.reason(Component::Store).expect("not ready");
+    assert!(reason.contains("full"), "{reason}");
+    // What was refused left nothing behind; what was answered is there.
+    let stored = count(&w, "SELECT count(*) FROM transactions") as usize;
+    assert_eq!(stored, 1 + tguids.len() - refused.len());
+
+    w.conn
+        .execute_batch("PRAGMA max_page_count = 1073741823")
+        .unwrap();
+    let (mut again, replies): (Vec<_>, Vec<_>) = refused.iter().map(|t| register(t)).unzip();
+    w.run_batch(&mut again);
+    for reply in replies {
+        assert!(reply.blocking_recv().unwrap().is_ok());
+    }
+    assert!(
+        w.guard.health.is_ready(),
+        "ready again once a write committed"
+    );
+    assert_eq!(
+        count(&w, "SELECT count(*) FROM transactions") as usize,
+        1 + tguids.len()
+    );
+}
+
+/// Makes every update of a delivery fail with SQLITE_FULL, as on a full disk, until
+/// `recording_works`.
+fn recording_fails(w: &Writer) {
+    // A genuine SQLITE_FULL: the trigger's row needs pages the database may not add.
+    w.conn
+        .execute_batch(
+            "CREATE TABLE filler (b BLOB);
+             CREATE TRIGGER full BEFORE UPDATE ON deliveries
+             BEGIN INSERT INTO filler VALUES (randomblob(100000)); END;",
+        )
+        .unwrap();
+    let pages = count(w, "PRAGMA page_count");
+    w.conn
+        .execute_batch(&format!("PRAGMA max_page_count = {pages}"))
+        .unwrap();
+}
+
+fn recording_works(w: &Writer) {
+    w.conn
+        .execute_batch("DROP TRIGGER full; PRAGMA max_page_count = 1073741823;")
+        .unwrap();
+}
+
+#[test]
+fn a_result_that_cannot_be_recorded_is_kept_and_its_delivery_is_not_handed_out_again() {
+    let (mut w, mut handed) = handing_over(DeliveryLimits::default());
+    w.run_batch(&mut vec![register("a").0]);
+    w.run_batch(&mut vec![enrolled("a").0]);
+    let sent = handed.try_recv().expect("the new head is handed over");
+
+    // The receiver acknowledged it, and the result cannot be written; a claim in the same
+    // batch (which writes nothing, and commits) must not hand the delivery out again.
+    recording_fails(&w);
+    let (c, c_rx) = claim(10);
+    w.run_batch(&mut vec![delivered(sent.id), c]);
+    assert!(
+        c_rx.blocking_recv().unwrap().deliveries.is_empty(),
+        "an acknowledged delivery was handed out again while its result was kept"
+    );
+    let reason = w.guard.health.reason(Component::Store).expect("not ready");
+    assert!(reason.contains("full"), "{reason}");
+    assert_eq!(w.carried.len(), 1);
+
+    // Space again: the kept result is recorded with the next batch.
+    recording_works(&w);
+    let (c, c_rx) = claim(10);
+    w.run_batch(&mut vec![c]);
+    assert!(c_rx.blocking_recv().unwrap().deliveries.is_empty());
+    assert_eq!(
+        count(
+            &w,
+            "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+        ),
+        1
+    );
+    assert!(w.carried.is_empty());
+    assert!(w.guard.health.is_ready());
+}
+
+#[test]
+fn a_batch_whose_commit_fails_for_want_of_space_is_answered_unavailable_and_keeps_its_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.db");
+    let conn = crate::store::open(&path, false).unwrap();
+    let files = crate::store::file::OpenFiles::note(&path).unwrap();
+    let (mut w, mut handed, taken) = writer_on(conn, DeliveryLimits::default(), Some(files));
+    taken.store(true, std::sync::atomic::Ordering::SeqCst);
+    w.run_batch(&mut vec![register("a").0]);
+    w.run_batch(&mut vec![enrolled("a").0]);
+    let sent = handed.try_recv().expect("the new head is handed over");
+
+    crate::store::fault::set_disk_full(&path, true);
+    let (b, b_rx) = register("b");
+    w.run_batch(&mut vec![delivered(sent.id), b]);
+    assert!(matches!(
+        b_rx.blocking_recv().unwrap(),
+        Err(WriteError::Unavailable(_))
+    ));
+    assert!(!w.guard.health.is_ready());
+    assert_eq!(w.carried.len(), 1);
+    crate::store::fault::set_disk_full(&path, false);
+    let (c, c_rx) = claim(10);
+    w.run_batch(&mut vec![c]);
+    assert!(c_rx.blocking_recv().unwrap().deliveries.is_empty());
+    assert_eq!(
+        count(
+            &w,
+            "SELECT count(*) FROM deliveries WHERE status = 'delivered'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(&w, "SELECT count(*) FROM transactions WHERE tguid = 'b'"),
+        0
+    );
+    assert!(w.guard.health.is_ready());
 }
