@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::health::{Component, Health};
 use crate::inbound::ConsumerState;
+use crate::telemetry::logs::panic_message;
 
 /// The exit status of a process one of whose parts stopped (1 is a failure to start, 2 a
 /// configuration error).
@@ -183,15 +184,6 @@ fn report_consumer(health: &Health, state: &ConsumerState) {
         ),
         ConsumerState::Stopped => health.fail(Component::Consumer, "stopped"),
     }
-}
-
-/// The text a panic was raised with.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(a panic without a message)".to_owned())
 }
 
 #[cfg(test)]

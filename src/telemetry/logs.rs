@@ -33,15 +33,19 @@ pub fn init(format: LogFormat) {
     std::panic::set_hook(Box::new(log_panic));
 }
 
+/// The text a panic was raised with.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(a panic without a message)".to_owned())
+}
+
 /// A panic as one error event (with its thread and place, and a backtrace when
 /// `RUST_BACKTRACE` asks for one), instead of the default hook's lines of text.
 fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
-    let payload = info.payload();
-    let message = payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "(not a string)".to_owned());
+    let message = panic_message(info.payload());
     let thread = std::thread::current();
     let backtrace = std::backtrace::Backtrace::capture();
     let backtrace = match backtrace.status() {

@@ -86,12 +86,12 @@ async fn metrics_count_notifications_attempts_and_calls_by_route_template_and_sh
     assert!(notifications >= 3);
     assert_eq!(api.get("/no/such/route", None).await.status, 404);
 
-    let delivered = format!("gbds_deliveries_total{{endpoint=\"test\",outcome=\"delivered\"}}");
+    let delivered = "gbds_deliveries_total{endpoint=\"test\",outcome=\"delivered\"}";
     let text = eventually(
         "every notification counted as delivered to test",
         async || {
             let text = scrape(&service).await;
-            (value(&text, &delivered) == Some(notifications as f64)).then_some(text)
+            (value(&text, delivered) == Some(notifications as f64)).then_some(text)
         },
     )
     .await;
