@@ -83,10 +83,7 @@ fn request_timeout(limit: Duration) -> Response {
     ApiError::new(
         StatusCode::REQUEST_TIMEOUT,
         "request_timeout",
-        format!(
-            "the call took longer than {} ms",
-            limit.as_millis()
-        ),
+        format!("the call took longer than {} ms", limit.as_millis()),
     )
     .into_response()
 }
