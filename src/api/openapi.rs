@@ -322,7 +322,13 @@ mod tests {
     #[test]
     fn every_secured_operation_names_the_bearer_scheme_and_the_others_none() {
         let document = serde_json::to_value(super::super::document()).unwrap();
-        let open = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/console"];
+        let open = [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.json",
+            "/console",
+        ];
         for (path, item) in document["paths"].as_object().unwrap() {
             for (method, operation) in item.as_object().unwrap() {
                 let security = &operation["security"];

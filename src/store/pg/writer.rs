@@ -268,10 +268,19 @@ impl Writer {
                     crate::telemetry::batch_committed(commands_run, began.elapsed());
                     self.conn = Some(conn);
                     self.health.recover(Component::Store);
+                    // The lease generations of the 410s, read before `committed` forgets what
+                    // the batch ended: the 410 is recorded fenced by its lease.
+                    let gens: Vec<i64> = done
+                        .gone
+                        .iter()
+                        .map(|c| match c {
+                            Completion::Gone { id, .. } => self.held.get(id).map_or(-1, |h| h.gen),
+                            _ => -1,
+                        })
+                        .collect();
                     let gone = self.committed(commands, done, now);
-                    for c in gone {
+                    for (c, gen) in gone.into_iter().zip(gens) {
                         if let Completion::Gone { id, endpoint_id } = c {
-                            let gen = self.held.get(&id).map_or(-1, |h| h.gen);
                             let action = admin::Action::Gone {
                                 id,
                                 gen,

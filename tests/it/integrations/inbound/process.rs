@@ -237,6 +237,12 @@ async fn a_kill_9_mid_stream_then_a_restart_applies_every_message_once_in_order_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_store_cannot_write_messages_stay_unacknowledged_and_are_applied_once_it_can() {
+    if crate::harness::postgres::enabled() {
+        // The failure is made by holding the SQLite file's write lock; a PostgreSQL store
+        // never opens that file.
+        println!("SKIPPED on PostgreSQL: the store failure here is a held SQLite write lock");
+        return;
+    }
     let Consuming {
         queue,
         receiver,
