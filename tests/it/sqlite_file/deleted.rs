@@ -34,6 +34,17 @@ async fn after_the_file_is_deleted_every_write_gets_503_and_nothing_is_acknowled
         .event("tg-before", serde_json::json!({"type": "ENROLLED"}))
         .await
         .refused(503, "store_unavailable");
+    // The probe an orchestrator reads says so, and why.
+    let ready = app.api.get("/readyz", None).await;
+    assert_eq!(ready.status, 503);
+    let reason = ready.json()["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.starts_with("store:") && reason.contains("deleted"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
