@@ -13,6 +13,8 @@ mod process;
 mod queue;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -597,29 +599,47 @@ async fn a_connection_closed_by_the_broker_mid_stream_is_recovered_and_nothing_i
     })
     .await;
 
-    let n = 3000;
-    let messages: Vec<Message> = (0..n)
-        .flat_map(|i| {
-            let tguid = format!("tg-close-{i}");
-            [
-                Message::register(&tguid, "SEARCH"),
-                Message::event(&tguid, &json!({"type": "MATCH"})),
-            ]
+    // The stream keeps flowing until the close has landed: a publisher keeps about `BACKLOG`
+    // flows ahead of what was notified, so however fast this machine consumes, the broker
+    // holds messages for the consumer when it closes the link (a fixed batch could be all
+    // consumed before `rabbitmqctl` gets to it on a fast machine).
+    const BATCH: usize = 100;
+    const BACKLOG: usize = 400;
+    let closed = AtomicBool::new(false);
+    let publisher = async {
+        let mut published = 0;
+        while !closed.load(Ordering::SeqCst) {
+            if published >= receiver.all().len() + BACKLOG {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            let batch: Vec<Message> = (published..published + BATCH)
+                .flat_map(|i| {
+                    let tguid = format!("tg-close-{i}");
+                    [
+                        Message::register(&tguid, "SEARCH"),
+                        Message::event(&tguid, &json!({"type": "MATCH"})),
+                    ]
+                })
+                .collect();
+            queue.publish(&batch).await;
+            published += BATCH;
+        }
+        published
+    };
+    let closer = async {
+        eventually("the first notifications", async || {
+            (!receiver.all().is_empty()).then_some(())
         })
-        .collect();
-    queue.publish(&messages).await;
-    eventually("the first notifications", async || {
-        (!receiver.all().is_empty()).then_some(())
-    })
-    .await;
-    close_from_the_broker(&before).await;
-    // Mid-stream: the broker still held messages for the consumer when it closed the link.
-    let (left, _) = queue.depth().await;
-    let arrived = receiver.all().len();
-    assert!(
-        left > 0 && arrived < n,
-        "the close landed after the stream ({left} left, {arrived} of {n} notified)"
-    );
+        .await;
+        close_from_the_broker(&before).await;
+        // Mid-stream: the broker still held messages for the consumer when it closed the link.
+        let (left, _) = queue.depth().await;
+        closed.store(true, Ordering::SeqCst);
+        left
+    };
+    let (n, left) = tokio::join!(publisher, closer);
+    assert!(left > 0, "the close landed after the stream ({left} left)");
     let after = reconnected(&queue.name, &before).await;
     assert_ne!(after, before);
 
