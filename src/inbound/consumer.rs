@@ -29,6 +29,7 @@ use crate::config::AmqpInboundSettings;
 use crate::domain::Tguid;
 use crate::endpoint::amqp::redact_url;
 use crate::store::WriteError;
+use crate::telemetry::InboundEvent;
 
 /// First wait before connecting again; it doubles up to `RECONNECT_MAX`.
 const RECONNECT_FIRST: Duration = Duration::from_millis(100);
@@ -58,7 +59,7 @@ impl Shared {
 
     /// Notes a failed write; logs it once per outage rather than once per message.
     fn store_failed(&self, why: &str, retry_in: Duration) {
-        InboundStats::add(&self.stats.store_failures);
+        self.stats.note(InboundEvent::StoreFailure);
         let began = self.state.send_if_modified(|now| match now {
             ConsumerState::Consuming => {
                 *now = ConsumerState::StoreUnavailable {
@@ -213,10 +214,11 @@ async fn settle(shared: &Shared, link: &Link, job: Job, cancel: watch::Receiver<
                     if let Err(why) = link.ack(&delivery).await {
                         return broken(format!("cannot acknowledge: {why}"));
                     }
-                    InboundStats::add(&shared.stats.applied);
-                    if duplicate {
-                        InboundStats::add(&shared.stats.duplicates);
-                    }
+                    shared.stats.note(if duplicate {
+                        InboundEvent::Duplicate
+                    } else {
+                        InboundEvent::Applied
+                    });
                     return Done {
                         lane: lane.clone(),
                         broken: None,
@@ -249,7 +251,7 @@ async fn settle(shared: &Shared, link: &Link, job: Job, cancel: watch::Receiver<
             return broken(format!("cannot confirm an acknowledgement: {why}"));
         }
     }
-    InboundStats::add(&shared.stats.dead_lettered);
+    shared.stats.note(InboundEvent::DeadLettered);
     tracing::warn!(
         queue = %shared.settings.queue,
         tguid = lane.as_ref().map(Tguid::as_str),
@@ -294,7 +296,7 @@ async fn consume(
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
-                    InboundStats::add(&shared.stats.received);
+                    shared.stats.note(InboundEvent::Received);
                     let job = Job::new(delivery, &shared.actor);
                     let ready = match job.lane() {
                         Some(key) => lanes.push(key, job),
@@ -342,7 +344,7 @@ pub(super) async fn run(shared: Shared, mut stop: watch::Receiver<bool>) {
                 why
             }
             Ok((link, consumer)) => {
-                InboundStats::add(&shared.stats.connections);
+                shared.stats.note(InboundEvent::Connected);
                 tracing::info!(%queue, "inbound consumer subscribed");
                 shared.set(ConsumerState::Consuming);
                 let since = Instant::now();

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::config::AmqpInboundSettings;
 use crate::store::{Store, WriteError};
+use crate::telemetry::{self, InboundEvent};
 
 pub use broker::{dead_letter_name, ERROR_HEADER, MESSAGE_HEADER};
 pub use message::{parse, Command};
@@ -69,8 +70,20 @@ pub struct InboundStats {
 }
 
 impl InboundStats {
-    fn add(counter: &AtomicU64) {
+    /// Counts `what` here and in the process's metrics.
+    fn note(&self, what: InboundEvent) {
+        let counter = match what {
+            InboundEvent::Received => &self.received,
+            InboundEvent::Applied | InboundEvent::Duplicate => &self.applied,
+            InboundEvent::DeadLettered => &self.dead_lettered,
+            InboundEvent::StoreFailure => &self.store_failures,
+            InboundEvent::Connected => &self.connections,
+        };
         counter.fetch_add(1, Ordering::Relaxed);
+        if what == InboundEvent::Duplicate {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        telemetry::inbound(what);
     }
 }
 

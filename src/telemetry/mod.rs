@@ -46,9 +46,18 @@ pub const HTTP_REQUESTS: &str = "gbds_http_requests_total";
 pub const HTTP_REJECTED: &str = "gbds_http_rejected_total";
 /// 1 while `/readyz` answers 200.
 pub const READY: &str = "gbds_ready";
+/// Messages the inbound consumer took from the broker, redeliveries included.
+pub const INBOUND_RECEIVED: &str = "gbds_inbound_received_total";
+/// Inbound messages finished and acknowledged, by outcome (`applied`, `duplicate`,
+/// `dead_lettered`).
+pub const INBOUND_MESSAGES: &str = "gbds_inbound_messages_total";
+/// Inbound writes that failed (the store unavailable) and were tried again.
+pub const INBOUND_STORE_FAILURES: &str = "gbds_inbound_store_failures_total";
+/// Connections the inbound consumer opened to the broker: 1, plus one per reconnection.
+pub const INBOUND_CONNECTIONS: &str = "gbds_inbound_connections_total";
 
 /// Every metric above.
-pub const ALL: [&str; 13] = [
+pub const ALL: [&str; 17] = [
     NOTIFICATIONS,
     DELIVERIES,
     DELIVERY_DURATION,
@@ -62,6 +71,10 @@ pub const ALL: [&str; 13] = [
     HTTP_REQUESTS,
     HTTP_REJECTED,
     READY,
+    INBOUND_RECEIVED,
+    INBOUND_MESSAGES,
+    INBOUND_STORE_FAILURES,
+    INBOUND_CONNECTIONS,
 ];
 
 /// The `route` label of a call that matched no route.
@@ -119,6 +132,23 @@ pub enum Rejected {
     Timeout,
 }
 
+/// What the inbound consumer counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboundEvent {
+    /// A message taken from the broker (a redelivery too).
+    Received,
+    /// A message whose write changed the state, acknowledged.
+    Applied,
+    /// A message whose write was a repeat that changed nothing, acknowledged.
+    Duplicate,
+    /// A refused message, published to the dead-letter queue and acknowledged.
+    DeadLettered,
+    /// A write that failed and will be tried again.
+    StoreFailure,
+    /// A connection opened and subscribed.
+    Connected,
+}
+
 /// One endpoint's delivery queue as the store reports it when `/metrics` is scraped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointQueue {
@@ -158,6 +188,8 @@ struct Telemetry {
     ready: Gauge,
     overloaded: Counter,
     timeout: Counter,
+    /// In the order of [`InboundEvent`]'s variants.
+    inbound: [Counter; 6],
     attempts: RwLock<HashMap<Box<str>, Arc<EndpointAttempts>>>,
     /// Route template -> status -> counter.
     routes: RwLock<HashMap<Box<str>, HashMap<u16, Counter>>>,
@@ -198,8 +230,23 @@ impl Telemetry {
                 vec![Label::from_static_parts("reason", reason)],
             )
         };
+        let outcome = |outcome: &'static str| {
+            counter(
+                INBOUND_MESSAGES,
+                vec![Label::from_static_parts("outcome", outcome)],
+            )
+        };
+        let inbound = [
+            counter(INBOUND_RECEIVED, Vec::new()),
+            outcome("applied"),
+            outcome("duplicate"),
+            outcome("dead_lettered"),
+            counter(INBOUND_STORE_FAILURES, Vec::new()),
+            counter(INBOUND_CONNECTIONS, Vec::new()),
+        ];
         Telemetry {
             notifications: counter(NOTIFICATIONS, Vec::new()),
+            inbound,
             commit: histogram(COMMIT_DURATION),
             batch: histogram(BATCH_SIZE),
             ready: recorder.register_gauge(&Key::from_static_name(READY), &METADATA),
@@ -290,6 +337,10 @@ fn describe(recorder: &PrometheusRecorder) {
         (DELIVERIES, "Delivery attempts by endpoint and outcome: delivered, retry (failed, another attempt scheduled), dead (failed, schedule used up), gone (410: endpoint disabled)."),
         (HTTP_REQUESTS, "API calls by route template and HTTP status."),
         (HTTP_REJECTED, "API calls refused before routing: overloaded (503, no slot in time) or timeout (408)."),
+        (INBOUND_RECEIVED, "Messages the inbound consumer took from the broker, redeliveries included."),
+        (INBOUND_MESSAGES, "Inbound messages finished and acknowledged, by outcome: applied, duplicate (a repeat that changed nothing), dead_lettered (refused, published to <queue>.dead)."),
+        (INBOUND_STORE_FAILURES, "Inbound writes that failed (store unavailable) and were tried again; the message stays unacknowledged."),
+        (INBOUND_CONNECTIONS, "Connections the inbound consumer opened to the broker: 1, plus one per reconnection."),
     ];
     for (name, help) in counters {
         recorder.describe_counter(name.into(), None, help.into());
@@ -374,6 +425,19 @@ pub fn http_rejected(why: Rejected) {
         Rejected::Overloaded => TELEMETRY.overloaded.increment(1),
         Rejected::Timeout => TELEMETRY.timeout.increment(1),
     }
+}
+
+/// The inbound consumer saw `what`.
+pub fn inbound(what: InboundEvent) {
+    let index = match what {
+        InboundEvent::Received => 0,
+        InboundEvent::Applied => 1,
+        InboundEvent::Duplicate => 2,
+        InboundEvent::DeadLettered => 3,
+        InboundEvent::StoreFailure => 4,
+        InboundEvent::Connected => 5,
+    };
+    TELEMETRY.inbound[index].increment(1);
 }
 
 /// Drains the histograms' recent samples into their buckets. Rendering does it too; this

@@ -11,14 +11,14 @@ use crate::harness::postgres::{self, TestDatabase};
 use crate::harness::{eventually, Proxy, Receiver, ServiceProcess, Setup};
 
 /// The value of the series `series` (name and labels exactly as rendered), if shown.
-fn value(metrics: &str, series: &str) -> Option<f64> {
+pub fn value(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map(|v| v.parse().expect("a number"))
 }
 
-async fn scrape(service: &ServiceProcess) -> String {
+pub async fn scrape(service: &ServiceProcess) -> String {
     let answer = service.api.get("/metrics", None).await;
     assert_eq!(answer.status, 200, "GET /metrics without a token");
     String::from_utf8(answer.body.to_vec()).expect("UTF-8 text")

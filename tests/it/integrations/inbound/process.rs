@@ -1,6 +1,7 @@
 //! The inbound consumer in the real binary: killed with SIGKILL while it consumes thousands of
 //! messages and restarted, every message takes effect exactly once and in order; while the
-//! store cannot write, messages stay in hand, unacknowledged and never dead-lettered.
+//! store cannot write, messages stay in hand, unacknowledged and never dead-lettered; and
+//! `/metrics` counts each message by outcome.
 
 use std::collections::{HashMap, HashSet};
 
@@ -8,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::queue::{messages_in, InboundQueue, Message};
 use crate::harness::{eventually, Api, Received, Receiver, ServiceProcess, REVIEW};
+use crate::operability::{scrape, value};
 
 /// One transaction of the crash mix: its messages and the bodies it must produce.
 fn flow(i: usize) -> (String, Vec<Message>, Vec<String>) {
@@ -235,6 +237,66 @@ async fn a_kill_9_mid_stream_then_a_restart_applies_every_message_once_in_order_
     queue.delete().await;
 }
 
+/// The consumer's series of `/metrics`.
+#[derive(Debug, PartialEq)]
+struct InboundCounts {
+    received: f64,
+    applied: f64,
+    duplicate: f64,
+    dead_lettered: f64,
+    store_failures: f64,
+    connections: f64,
+}
+
+async fn inbound_counts(service: &ServiceProcess) -> InboundCounts {
+    let text = scrape(service).await;
+    let of = |series: &str| value(&text, series).unwrap_or_else(|| panic!("{series} exported"));
+    InboundCounts {
+        received: of("gbds_inbound_received_total"),
+        applied: of(r#"gbds_inbound_messages_total{outcome="applied"}"#),
+        duplicate: of(r#"gbds_inbound_messages_total{outcome="duplicate"}"#),
+        dead_lettered: of(r#"gbds_inbound_messages_total{outcome="dead_lettered"}"#),
+        store_failures: of("gbds_inbound_store_failures_total"),
+        connections: of("gbds_inbound_connections_total"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_each_inbound_message_by_outcome_and_each_connection() {
+    let Consuming {
+        queue,
+        receiver,
+        dir: _dir,
+        db: _db,
+        service,
+    } = Consuming::start().await;
+    queue
+        .publish(&[
+            Message::register("tg-count", "SEARCH"),
+            Message::register("tg-count", "SEARCH"),
+            Message::raw("not json"),
+            Message::event("tg-count", &json!({"type": "MATCH"})),
+        ])
+        .await;
+    receiver.settled_at(1).await;
+    queue.wait_acknowledged().await;
+    assert_eq!(queue.dead_letters().await.len(), 1);
+    assert_eq!(
+        inbound_counts(&service).await,
+        InboundCounts {
+            received: 4.0,
+            applied: 2.0,
+            duplicate: 1.0,
+            dead_lettered: 1.0,
+            store_failures: 0.0,
+            connections: 1.0,
+        }
+    );
+    let (status, _) = service.terminate().await;
+    assert!(status.success(), "SIGTERM exits 0, got {status}");
+    queue.delete().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn while_the_store_cannot_write_messages_stay_unacknowledged_and_are_applied_once_it_can() {
     if crate::harness::postgres::enabled() {
@@ -273,6 +335,9 @@ async fn while_the_store_cannot_write_messages_stay_unacknowledged_and_are_appli
     assert!(queue.dead_letters().await.is_empty(), "not dead-lettered");
     assert!(receiver.all().is_empty());
 
+    let failures = inbound_counts(&service).await.store_failures;
+    assert!(failures >= 1.0, "the failures counted: {failures}");
+
     lock.execute_batch("ROLLBACK").unwrap();
     let got = receiver.settled_at(1).await;
     assert_eq!(
@@ -282,6 +347,12 @@ async fn while_the_store_cannot_write_messages_stay_unacknowledged_and_are_appli
     queue.wait_acknowledged().await;
     assert!(queue.dead_letters().await.is_empty());
     assert!(service.log().contains("store writes succeed again"));
+    let after = inbound_counts(&service).await;
+    assert_eq!(
+        (after.received, after.applied, after.dead_lettered),
+        (2.0, 2.0, 0.0),
+        "each message taken once and applied once, however many writes failed"
+    );
     let (status, _) = service.terminate().await;
     assert!(status.success(), "SIGTERM exits 0, got {status}");
     queue.delete().await;
