@@ -10,6 +10,7 @@ mod duration;
 mod env;
 mod error;
 mod raw;
+mod schedule;
 mod settings;
 mod size;
 mod validate;

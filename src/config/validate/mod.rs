@@ -14,6 +14,7 @@ use super::defaults;
 use super::duration::duration_or;
 use super::error::{err, ConfigError};
 use super::raw::{RawConfig, RawLog, RawNotifications, RawRetention, RawStore};
+use super::schedule::schedule_or;
 use super::settings::{LogFormat, RetentionSettings, Settings, StoreSettings};
 use crate::domain::UpdateLabel;
 
@@ -101,7 +102,7 @@ fn store(raw: RawStore) -> Result<StoreSettings, ConfigError> {
             )
         }
     };
-    let integrity_schedule = cron(
+    let integrity_schedule = schedule_or(
         "store.integrity_schedule",
         raw.integrity_schedule,
         defaults::INTEGRITY_SCHEDULE,
@@ -116,24 +117,8 @@ fn store(raw: RawStore) -> Result<StoreSettings, ConfigError> {
     })
 }
 
-/// A job's schedule: a cron expression with seconds, as tokio-cron-scheduler reads it.
-fn cron(key: &str, raw: Option<String>, default: &str) -> Result<String, ConfigError> {
-    let schedule = raw.unwrap_or_else(|| default.to_owned());
-    if let Err(e) =
-        tokio_cron_scheduler::Job::new_async(schedule.as_str(), |_, _| Box::pin(async {}))
-    {
-        return err(
-            key,
-            format!(
-                "{schedule:?} is not a cron expression with seconds (e.g. \"0 17 * * * *\"): {e}"
-            ),
-        );
-    }
-    Ok(schedule)
-}
-
 fn retention(raw: RawRetention) -> Result<RetentionSettings, ConfigError> {
-    let schedule = cron(
+    let schedule = schedule_or(
         "retention.schedule",
         raw.schedule,
         defaults::RETENTION_SCHEDULE,
