@@ -417,3 +417,50 @@ async fn with_postgresql_unreachable_calls_get_503_nothing_acknowledged_is_lost_
     app.stop().await;
     drop(database);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_taken_by_a_commit_whose_answer_was_lost_are_given_back_on_reconnection() {
+    if skipped() {
+        return;
+    }
+    // Far longer than any wait here: were the lease not given back, the notification would
+    // not be sent for an hour.
+    const LONG_LEASE: &str = "[delivery]\nlease = \"1h\"\n";
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = dir.path().join("lost-answer.db");
+    // The fault hook of debug builds: the batch holding an event of tg-lost commits, then the
+    // writer acts as if the connection broke while COMMIT's answer was on its way.
+    let env = [("GBDS_FAULT_PG_COMMIT_ANSWER_LOST_ON", "tg-lost")];
+    let service = ServiceProcess::start_with_env(dir.path(), &db, &rx.url, LONG_LEASE, &env).await;
+    service.api.register("tg-lost", "SEARCH").await.ok(201);
+    let event = json!({"type": "MATCH", "event_id": "ev-lost-1"});
+    let message = service
+        .api
+        .event("tg-lost", event.clone())
+        .await
+        .refused(503, "store_unavailable");
+    assert!(message.contains("unknown"), "{message}");
+
+    // It did commit, with the delivery leased to this instance, which never held it.
+    let got = rx.at_least(1).await;
+    assert_eq!(got[0].text(), status_body("SEARCH", "tg-lost", "MATCH"));
+    assert!(
+        service
+            .log()
+            .contains("gave back leases taken by a COMMIT whose outcome was unknown"),
+        "{}",
+        service.log()
+    );
+    // Repeating the call, as the 503 says, is safe: its event_id makes it a no-op.
+    let repeat = eventually("the repeated call answered", async || {
+        let answer = service.api.event("tg-lost", event.clone()).await;
+        (answer.status != 503).then_some(answer)
+    })
+    .await;
+    repeat.ok(200);
+    rx.settled().await;
+    assert_eq!(rx.all().len(), 1, "sent once");
+    let (status, log) = service.terminate().await;
+    assert!(status.success(), "{log}");
+}

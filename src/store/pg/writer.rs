@@ -9,7 +9,8 @@
 //! store not ready, keeps the attempt results to record later (their leases fence them), and
 //! tries to connect again at most every `RECONNECT_INTERVAL`. A COMMIT cut off (connection
 //! lost while it was on its way) may or may not have happened: its callers get a 503 that
-//! says the outcome is unknown, never a success.
+//! says the outcome is unknown, never a success; the next connection gives back whatever
+//! leases the database records for this instance beyond those the writer holds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -200,6 +201,10 @@ impl Writer {
             Ok::<_, tokio_postgres::Error>(Connection { client, statements })
         }
         .await;
+        let made = match made {
+            Ok(conn) => self.give_back_unheld_leases(&conn).await.map(|()| conn),
+            Err(e) => Err(e),
+        };
         match made {
             Ok(conn) => {
                 if self.reconnect_at.take().is_some() {
@@ -215,6 +220,33 @@ impl Writer {
                 Err(failure)
             }
         }
+    }
+
+    /// On a new connection: the leases the database records for this instance beyond those
+    /// it holds in memory were taken by a COMMIT whose answer never came (the connection broke
+    /// on its way back, or the batch ran past its deadline). Nothing here will send those
+    /// deliveries, so they are given back now rather than stuck until their leases run out.
+    async fn give_back_unheld_leases(
+        &self,
+        conn: &Connection,
+    ) -> Result<(), tokio_postgres::Error> {
+        let held: Vec<i64> = self.held.keys().copied().collect();
+        let given = conn
+            .client
+            .execute(
+                "UPDATE deliveries SET lease_owner = NULL, next_attempt_at = LEAST(next_attempt_at, $2)
+                 WHERE status = 'pending' AND lease_owner = $1 AND NOT (id = ANY($3))",
+                &[&self.instance, &now_ms(), &held],
+            )
+            .await?;
+        if given > 0 {
+            tracing::warn!(
+                deliveries = given,
+                "gave back leases taken by a COMMIT whose outcome was unknown"
+            );
+            self.ready.notify_one();
+        }
+        Ok(())
     }
 
     /// The database cannot be reached: not ready, and no new attempt for a while.
@@ -262,6 +294,13 @@ impl Writer {
                     "the batch took longer than {BATCH_DEADLINE:?}"
                 )))
             });
+            #[cfg(debug_assertions)]
+            let run = match run {
+                Ok(_) if commit_reply_lost(&commands) => Err(Aborted::Unknown(
+                    "the COMMIT's answer was lost (GBDS_FAULT_PG_COMMIT_ANSWER_LOST_ON)".into(),
+                )),
+                run => run,
+            };
             match run {
                 Ok(done) => {
                     let commands_run = commands.len() + usize::from(!carried.is_empty());
@@ -457,6 +496,24 @@ impl Writer {
             }
         }
     }
+}
+
+/// The fault hook of debug builds: the first batch that holds an event of the tguid in
+/// `GBDS_FAULT_PG_COMMIT_ANSWER_LOST_ON` commits, then is treated as if the connection broke
+/// while COMMIT's answer was on its way (whatever it leased is recorded, and not held).
+#[cfg(debug_assertions)]
+fn commit_reply_lost(commands: &[Command]) -> bool {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TGUID: std::sync::LazyLock<Option<String>> =
+        std::sync::LazyLock::new(|| std::env::var("GBDS_FAULT_PG_COMMIT_ANSWER_LOST_ON").ok());
+    static SPENT: AtomicBool = AtomicBool::new(false);
+    let Some(tguid) = TGUID.as_deref() else {
+        return false;
+    };
+    let hit = commands
+        .iter()
+        .any(|c| matches!(c, Command::Apply { request, .. } if request.tguid.as_str() == tguid));
+    hit && !SPENT.swap(true, Ordering::SeqCst)
 }
 
 /// Runs `work` between BEGIN and COMMIT on `conn`; rolls back when it fails. A refusal from
