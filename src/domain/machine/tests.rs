@@ -135,6 +135,26 @@ fn rendered(op: Operation, t: &Transition) -> Vec<(&'static str, &'static str, O
         .collect()
 }
 
+/// How a cell outside the table is refused: a treatment the operation does not offer, on an
+/// EXCEPTION transaction that does offer treatments, is "not allowed"; everything else is
+/// "not in this state" (a search has no treatments at all, and never reaches EXCEPTION).
+fn refusal(op: Operation, state: State, input: &Input) -> Refusal {
+    let not_offered = [
+        (Operation::Enroll, Treatment::IncorrectEnroll),
+        (Operation::Update, Treatment::MergeTransactions),
+    ];
+    match input {
+        Input::Treat(t) if state == State::Exception && not_offered.contains(&(op, *t)) => {
+            Refusal::TreatmentNotAllowed { op, treatment: *t }
+        }
+        _ => Refusal::NotInState {
+            op,
+            state,
+            input: input.describe(),
+        },
+    }
+}
+
 #[test]
 fn every_cell_of_the_contract_table_is_allowed_or_refused_as_written() {
     let table = allowed();
@@ -155,7 +175,7 @@ fn every_cell_of_the_contract_table_is_allowed_or_refused_as_written() {
                             .collect();
                         assert_eq!(rendered(op, &t), notes, "{op} {state} {input:?}");
                     }
-                    (None, Err(_)) => {}
+                    (None, Err(e)) => assert_eq!(e, refusal(op, state, &input)),
                     (Some(_), Err(e)) => {
                         panic!("{op} {state} {input:?} should be allowed, refused: {e}")
                     }
@@ -251,4 +271,29 @@ fn wire_names_round_trip() {
     }
     assert_eq!(Operation::parse("DELETE"), None);
     assert_eq!(Operation::parse("enroll"), None, "names are case-sensitive");
+}
+
+#[test]
+fn every_input_has_the_name_the_transition_log_and_refusals_show() {
+    let names: Vec<String> = all_inputs().iter().map(Input::describe).collect();
+    assert_eq!(
+        names,
+        [
+            "event ENROLLED",
+            "event FAILED",
+            "event MATCH",
+            "event NOT_MATCH",
+            "event PERSON_NOT_FOUND",
+            "event PENDING",
+            "event EXCEPTION",
+            "event REVERSE_LATENT_MATCH",
+            "review APPROVE",
+            "review REJECT",
+            "treatment SAME_FINGERS",
+            "treatment DIFFERENT_FINGERS",
+            "treatment MERGE_TRANSACTIONS",
+            "treatment RECOLLECT",
+            "treatment INCORRECT_ENROLL",
+        ]
+    );
 }
