@@ -192,8 +192,16 @@ fn every_cell_of_the_contract_table_is_allowed_or_refused_as_written() {
 
 #[test]
 fn final_states_refuse_everything() {
+    use State::*;
+    let finals = [Enrolled, Failed, Match, NotMatch, PersonNotFound];
+    let said_final: Vec<State> = State::ALL
+        .iter()
+        .copied()
+        .filter(|s| s.is_final())
+        .collect();
+    assert_eq!(said_final, finals);
     for &op in Operation::ALL {
-        for &state in State::ALL.iter().filter(|s| s.is_final()) {
+        for state in finals {
             for input in all_inputs() {
                 assert!(step(op, state, &input, UpdateLabel::Enroll).is_err());
             }
