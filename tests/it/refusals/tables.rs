@@ -616,8 +616,17 @@ async fn malformed_tguids_are_422_in_the_body_and_in_the_path() {
         .event(&longest, json!({"type": "NOT_MATCH"}))
         .await
         .ok(200);
+    // '%' is a character like the others: in a path it is sent percent-encoded, as %25.
+    app.api.register("tg%C8", "SEARCH").await.ok(201);
+    app.api
+        .event("tg%25C8", json!({"type": "MATCH"}))
+        .await
+        .ok(200);
     app.receiver
-        .expect_exactly(&[status_body("SEARCH", &longest, "NOT_MATCH")])
+        .expect_exactly(&[
+            status_body("SEARCH", &longest, "NOT_MATCH"),
+            status_body("SEARCH", "tg%C8", "MATCH"),
+        ])
         .await;
 }
 
