@@ -159,6 +159,22 @@ pub(super) struct OpenedParts {
     pub writer: std::thread::JoinHandle<()>,
 }
 
+/// Gives back every lease the database records for `instance` but those on `keep`: the
+/// deliveries are due at once, for any instance to claim. Returns how many were given back.
+async fn give_back_leases(
+    client: &tokio_postgres::Client,
+    instance: &str,
+    keep: &[i64],
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE deliveries SET lease_owner = NULL, next_attempt_at = LEAST(next_attempt_at, $2)
+             WHERE status = 'pending' AND lease_owner = $1 AND NOT (id = ANY($3))",
+            &[&instance, &crate::clock::now_ms(), &keep],
+        )
+        .await
+}
+
 /// Connects, migrates, records the configured endpoints, gives back this instance's own
 /// leases (a restarted instance's previous self is dead), and starts the writer thread.
 pub(super) async fn open(target: &PgTarget, options: StoreOptions) -> anyhow::Result<OpenedParts> {
@@ -168,13 +184,7 @@ pub(super) async fn open(target: &PgTarget, options: StoreOptions) -> anyhow::Re
         .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL (store.postgres_url): {e}"))?;
     schema::migrate(&mut client).await?;
     let (endpoints, version) = endpoints::sync(&mut client, &options.endpoints).await?;
-    let voided = client
-        .execute(
-            "UPDATE deliveries SET lease_owner = NULL, next_attempt_at = LEAST(next_attempt_at, $2)
-             WHERE status = 'pending' AND lease_owner = $1",
-            &[&target.instance, &crate::clock::now_ms()],
-        )
-        .await?;
+    let voided = give_back_leases(&client, &target.instance, &[]).await?;
     if voided > 0 {
         tracing::info!(
             deliveries = voided,

@@ -9,7 +9,7 @@
 //! store not ready, keeps the attempt results to record later (their leases fence them), and
 //! tries to connect again at most every `RECONNECT_INTERVAL`. A COMMIT cut off (connection
 //! lost while it was on its way) may or may not have happened: its callers get a 503 that
-//! says the outcome is unknown, never a success; the next connection gives back whatever
+//! says the outcome is unknown, never a success; the next connection then gives back whatever
 //! leases the database records for this instance beyond those the writer holds.
 
 use std::collections::HashMap;
@@ -103,6 +103,8 @@ struct Writer {
     conn: Option<Connection>,
     /// No connection attempt before then (the last one failed), and why it failed.
     reconnect_at: Option<(Instant, String)>,
+    /// A COMMIT's outcome is unknown: it may have leased deliveries this writer does not hold.
+    leases_unsure: bool,
     /// Attempt results not recorded yet (the database was unreachable).
     carried: Vec<Completion>,
     /// Due deliveries were left for want of a slot: freeing one wakes the dispatcher.
@@ -139,6 +141,7 @@ impl Writer {
             ready,
             conn: None,
             reconnect_at: None,
+            leases_unsure: false,
             carried: Vec::new(),
             waiting_for_slots: false,
             commands,
@@ -202,8 +205,11 @@ impl Writer {
         }
         .await;
         let made = match made {
-            Ok(conn) => self.give_back_unheld_leases(&conn).await.map(|()| conn),
-            Err(e) => Err(e),
+            Ok(conn) if self.leases_unsure => self.give_back_unheld_leases(&conn).await.map(|()| {
+                self.leases_unsure = false;
+                conn
+            }),
+            made => made,
         };
         match made {
             Ok(conn) => {
@@ -222,23 +228,17 @@ impl Writer {
         }
     }
 
-    /// On a new connection: the leases the database records for this instance beyond those
-    /// it holds in memory were taken by a COMMIT whose answer never came (the connection broke
-    /// on its way back, or the batch ran past its deadline). Nothing here will send those
-    /// deliveries, so they are given back now rather than stuck until their leases run out.
+    /// On the first connection after a COMMIT whose answer never came (the connection broke on
+    /// its way back, or the batch ran past its deadline): the leases the database records for
+    /// this instance beyond those it holds in memory were taken by that COMMIT. Nothing here
+    /// will send those deliveries, so they are given back now rather than stuck until their
+    /// leases run out.
     async fn give_back_unheld_leases(
         &self,
         conn: &Connection,
     ) -> Result<(), tokio_postgres::Error> {
         let held: Vec<i64> = self.held.keys().copied().collect();
-        let given = conn
-            .client
-            .execute(
-                "UPDATE deliveries SET lease_owner = NULL, next_attempt_at = LEAST(next_attempt_at, $2)
-                 WHERE status = 'pending' AND lease_owner = $1 AND NOT (id = ANY($3))",
-                &[&self.instance, &now_ms(), &held],
-            )
-            .await?;
+        let given = super::give_back_leases(&conn.client, &self.instance, &held).await?;
         if given > 0 {
             tracing::warn!(
                 deliveries = given,
@@ -345,6 +345,7 @@ impl Writer {
                 }
                 Err(Aborted::Unknown(why)) => {
                     drop(conn.client);
+                    self.leases_unsure = true;
                     let failure = Failure::Unreachable(why);
                     self.went_down(&failure);
                     let why = format!(
@@ -483,6 +484,7 @@ impl Writer {
                     return Err(WriteError::Unavailable(failure.to_string()));
                 }
                 Err(Aborted::Unknown(why)) => {
+                    self.leases_unsure = true;
                     let failure = Failure::Unreachable(why);
                     self.went_down(&failure);
                     return Err(WriteError::Unavailable(format!(
