@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::{json, Value};
 
 use crate::harness::postgres::{self, TestDatabase};
-use crate::harness::{eventually, Proxy, Receiver, ServiceProcess, Setup};
+use crate::harness::{eventually, Receiver, ServiceProcess, Setup};
 
 /// The value of the series `series` (name and labels exactly as rendered), if shown.
 pub fn value(metrics: &str, series: &str) -> Option<f64> {
@@ -252,11 +252,7 @@ async fn readiness_is_red_while_postgresql_is_unreachable_and_green_again_once_i
         return;
     }
     let database = TestDatabase::new();
-    let mut proxy = Proxy::closed_to("127.0.0.1:5432");
-    proxy.open().await;
-    let url = database
-        .url()
-        .replace(":5432/", &format!(":{}/", proxy.port));
+    let (mut proxy, url) = database.behind_proxy().await;
     let app = Setup::new(&format!("[store]\npostgres_url = \"{url}\"\n"))
         .start()
         .await;

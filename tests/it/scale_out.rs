@@ -12,8 +12,8 @@ use serde_json::json;
 
 use crate::harness::postgres::{self, TestDatabase};
 use crate::harness::{
-    database_in, eventually, latent_body, status_body, Proxy, Received, Receiver, ServiceProcess,
-    Setup, TestApp, DEADLINE, REVIEW,
+    database_in, eventually, latent_body, status_body, Received, Receiver, ServiceProcess, Setup,
+    TestApp, DEADLINE, REVIEW,
 };
 
 fn skipped() -> bool {
@@ -334,11 +334,7 @@ async fn with_postgresql_unreachable_calls_get_503_nothing_acknowledged_is_lost_
     }
     let rx = Receiver::start().await;
     let database = TestDatabase::new();
-    let mut proxy = Proxy::closed_to("127.0.0.1:5432");
-    proxy.open().await;
-    let url = database
-        .url()
-        .replace(":5432/", &format!(":{}/", proxy.port));
+    let (mut proxy, url) = database.behind_proxy().await;
     let app = Setup::new(&format!(
         "[store]\npostgres_url = \"{url}\"\n[[endpoints]]\nid = \"shared\"\nurl = \"{}\"\n",
         rx.url

@@ -37,6 +37,15 @@ impl TestDatabase {
     pub fn url(&self) -> String {
         format!("{SERVER}/{}", self.name)
     }
+
+    /// An open [`super::Proxy`] to the server, and this database's URL through it: cutting the
+    /// proxy cuts the service off the database while the server itself is left alone.
+    pub async fn behind_proxy(&self) -> (super::Proxy, String) {
+        let mut proxy = super::Proxy::closed_to("127.0.0.1:5432");
+        proxy.open().await;
+        let url = self.url().replace(":5432/", &format!(":{}/", proxy.port));
+        (proxy, url)
+    }
 }
 
 impl Drop for TestDatabase {
