@@ -19,6 +19,7 @@
 mod args;
 mod backlog;
 mod baselines;
+mod context;
 mod driver;
 mod http;
 mod mix;

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
+use crate::context::{load_label, measured_load, Context, Observer};
 use crate::driver::{self, Load, Phase, Target};
 use crate::report::{RunReport, Subject};
-use crate::run::{load_label, measured_load, Context, Observer};
 use crate::service::{self, Service, ServiceConfig};
 use crate::stats::{self, Percentiles};
 use crate::{baselines, mix};
