@@ -116,7 +116,7 @@ impl Api {
         if path.starts_with("/v1/endpoints") {
             // An endpoint created or changed at a receiver: this service may deliver there.
             if let Some(b) = &body {
-                super::receiver::serves(&String::from_utf8_lossy(b), self);
+                super::deliverers::serves(&String::from_utf8_lossy(b), &self.base);
             }
         }
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");

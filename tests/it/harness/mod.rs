@@ -19,6 +19,7 @@
 mod api;
 mod config;
 mod database;
+mod deliverers;
 pub mod postgres;
 mod rabbitmq;
 mod receiver;

@@ -4,14 +4,14 @@
 //! each answer from the request; a gate the test closes holds every answer until it opens it.
 //!
 //! "Nothing more arrives" is decided by the service's own record, not by a quiet window: each
-//! receiver knows the services whose configuration, or an endpoint created or changed through
-//! the harness's `Api`, names its port (`serves`), and it is
-//! settled once none of them has a delivery pending for an enabled endpoint at that port. A
+//! receiver learns from `deliverers` the services whose configuration, or an endpoint created
+//! or changed through the harness's `Api`, names its port, and it is settled once none of them
+//! has a delivery pending for an enabled endpoint at that port. A
 //! delivery stops being pending only after its POST was answered, and the receiver records a
 //! POST before it answers, so by then every POST that will ever come has been recorded.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 
-use super::{eventually, Api, DEADLINE};
+use super::{deliverers, eventually, Api, DEADLINE};
 
 /// What to answer to one request.
 #[derive(Clone, Debug)]
@@ -129,40 +129,18 @@ struct Shared {
     /// Whether answers may go out (`hold_until_released`).
     gate: watch::Sender<bool>,
     port: u16,
-    /// The services configured with an endpoint at this receiver, latest last.
-    services: Mutex<Vec<Api>>,
+    /// A client for each service that delivers here, by base URL, made once.
+    clients: Mutex<HashMap<String, Api>>,
 }
 
-/// Every receiver alive in this process, so that a service started later finds the ones its
-/// configuration names.
-static RECEIVERS: Mutex<Vec<Weak<Shared>>> = Mutex::new(Vec::new());
-
-/// Tells every live receiver whose port `config` (a configuration file, or an endpoint's JSON)
-/// names (as `:<port>/`) that `api` is a service that may deliver to it.
-pub(super) fn serves(config: &str, api: &Api) {
-    let mut all = RECEIVERS.lock().expect("receivers");
-    all.retain(|w| w.strong_count() > 0);
-    for shared in all.iter().filter_map(Weak::upgrade) {
-        if config.contains(&format!(":{}/", shared.port)) {
-            let mut services = shared.services.lock().expect("services");
-            if !services.iter().any(|s| s.base == api.base) {
-                services.push(api.clone());
-            }
-        }
+impl Shared {
+    fn client(&self, base: &str) -> Api {
+        let mut clients = self.clients.lock().expect("clients");
+        clients
+            .entry(base.to_owned())
+            .or_insert_with(|| Api::new(base.to_owned()))
+            .clone()
     }
-}
-
-/// Every service the harness started that is still running (`alive` is held by its
-/// `TestApp` or `ServiceProcess`): where a receiver looks for the one that delivers to it when
-/// none of those it knows answers (a service started again on a database whose endpoints were
-/// created through the API).
-static SERVICES: Mutex<Vec<(Api, Weak<()>)>> = Mutex::new(Vec::new());
-
-/// Records a service the harness started.
-pub(super) fn started(api: &Api, alive: &Arc<()>) {
-    let mut all = SERVICES.lock().expect("services");
-    all.retain(|(_, w)| w.strong_count() > 0);
-    all.push((api.clone(), Arc::downgrade(alive)));
 }
 
 /// The recording receiver; it answers 200 until told otherwise.
@@ -243,12 +221,9 @@ impl Receiver {
             changes: watch::channel(0).0,
             gate: watch::channel(true).0,
             port: addr.port(),
-            services: Mutex::default(),
+            clients: Mutex::default(),
         });
-        RECEIVERS
-            .lock()
-            .expect("receivers")
-            .push(Arc::downgrade(&shared));
+        deliverers::forget_port(addr.port());
         let (shutdown, stop) = oneshot::channel::<()>();
         let app = Router::new().fallback(record).with_state(shared.clone());
         tokio::spawn(async move {
@@ -383,28 +358,23 @@ impl Receiver {
 
     /// The latest service that delivers here and still answers.
     async fn service(&self) -> Api {
-        let known = self.shared.services.lock().expect("services").clone();
-        for api in known.iter().rev() {
+        let port = self.shared.port;
+        for base in deliverers::at(port).iter().rev() {
+            let api = self.shared.client(base);
             if api.healthy().await {
-                return api.clone();
+                return api;
             }
         }
-        let running: Vec<Api> = SERVICES
-            .lock()
-            .expect("services")
-            .iter()
-            .filter(|(_, alive)| alive.strong_count() > 0)
-            .map(|(api, _)| api.clone())
-            .collect();
-        let at_port = format!(":{}/", self.shared.port);
-        for api in running.iter().rev() {
+        let at_port = format!(":{port}/");
+        for base in deliverers::running().iter().rev() {
+            let api = self.shared.client(base);
             if !api.healthy().await {
                 continue;
             }
             let list = api.get("/v1/endpoints", Some(super::ADMIN)).await;
             if list.status == 200 && String::from_utf8_lossy(&list.body).contains(&at_port) {
-                serves(&at_port, api);
-                return api.clone();
+                deliverers::serves(&at_port, base);
+                return api;
             }
         }
         panic!(

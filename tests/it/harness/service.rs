@@ -21,7 +21,7 @@ pub struct TestApp {
     pub dir: Arc<tempfile::TempDir>,
     shutdown: Option<oneshot::Sender<()>>,
     running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    /// Held while the service runs, so that receivers find it (`receiver::started`).
+    /// Held while the service runs, so that receivers find it (`deliverers::started`).
     _alive: Option<Arc<()>>,
 }
 
@@ -53,9 +53,9 @@ impl Setup {
             let _ = stop.await;
         }));
         let api = Api::new(format!("http://{addr}"));
-        super::receiver::serves(&toml, &api);
+        super::deliverers::serves(&toml, &api.base);
         let alive = Arc::new(());
-        super::receiver::started(&api, &alive);
+        super::deliverers::started(&api.base, &alive);
         TestApp {
             api,
             receiver,
@@ -99,7 +99,7 @@ pub struct ServiceProcess {
     pub api: Api,
     child: Child,
     log: PathBuf,
-    /// Held while the process runs, so that receivers find it (`receiver::started`).
+    /// Held while the process runs, so that receivers find it (`deliverers::started`).
     _alive: Arc<()>,
 }
 
@@ -141,9 +141,9 @@ impl ServiceProcess {
             .spawn()
             .expect("the gbds-notifier binary starts");
         let api = Api::new(format!("http://{listen}"));
-        super::receiver::serves(&toml, &api);
+        super::deliverers::serves(&toml, &api.base);
         let alive = Arc::new(());
-        super::receiver::started(&api, &alive);
+        super::deliverers::started(&api.base, &alive);
         let mut process = ServiceProcess {
             api,
             child,
