@@ -1,6 +1,7 @@
-//! The crate's shape, checked from its sources: no import cycles between modules, no source
-//! file over 800 lines, a `//!` line at the top of every module saying what it owns, and the
-//! structural invariants of ARCHITECTURE.md that a reading of the code can decide.
+//! The code's shape, checked from its sources: no import cycles between modules, no source
+//! file over 800 lines and a `//!` line at the top of every module saying what it owns (in
+//! the library, the load generator and the integration tests), and the structural invariants
+//! of ARCHITECTURE.md that a reading of the code can decide.
 //!
 //! How cycles are found: every `crate::`, `super::` and `self::` path in a module's code (its
 //! `use` trees expanded, re-exports followed to the module that defines the name) is an edge
@@ -24,8 +25,19 @@ struct Source {
     text: String,
 }
 
+/// The product crate's library sources (its `main.rs` is a crate of its own).
 fn sources() -> Vec<Source> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    sources_under("src")
+}
+
+/// Every tree of Rust modules in the repository that its shape rules apply to: the library,
+/// the load generator (`bench/`, a crate rooted at its `main.rs`) and the integration tests.
+const TREES: &[&str] = &["src", "bench/src", "tests/it"];
+
+/// The sources of the module tree under `dir` (relative to the repository root). A `main.rs`
+/// is the crate root there, except in `src/`, where the library is.
+fn sources_under(tree: &str) -> Vec<Source> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(tree);
     let mut out = Vec::new();
     let mut dirs = vec![root.clone()];
     while let Some(dir) = dirs.pop() {
@@ -36,7 +48,9 @@ fn sources() -> Vec<Source> {
                 dirs.push(file);
                 continue;
             }
-            if file.extension().is_none_or(|e| e != "rs") || relative == Path::new("main.rs") {
+            if file.extension().is_none_or(|e| e != "rs")
+                || (tree == "src" && relative == Path::new("main.rs"))
+            {
                 continue;
             }
             let mut path: ModPath = relative
@@ -44,7 +58,10 @@ fn sources() -> Vec<Source> {
                 .components()
                 .map(|c| c.as_os_str().to_string_lossy().into_owned())
                 .collect();
-            if matches!(path.last().map(String::as_str), Some("mod" | "lib")) {
+            if matches!(
+                path.last().map(String::as_str),
+                Some("mod" | "lib" | "main")
+            ) {
                 path.pop();
             }
             let text = std::fs::read_to_string(&file).unwrap();
@@ -278,9 +295,10 @@ impl Crate {
     }
 }
 
-/// Sibling-level edges `(a, b)` under a common parent, each with where it was seen.
-fn sibling_edges() -> BTreeMap<(ModPath, ModPath), String> {
-    let sources = sources();
+/// Sibling-level edges `(a, b)` under a common parent, each with where it was seen, in the
+/// module tree under `dir`.
+fn sibling_edges(dir: &str) -> BTreeMap<(ModPath, ModPath), String> {
+    let sources = sources_under(dir);
     let mut modules: BTreeSet<ModPath> = sources.iter().map(|s| s.path.clone()).collect();
     let mut all = Vec::new();
     for source in &sources {
@@ -360,9 +378,17 @@ fn cycles(edges: &BTreeMap<(ModPath, ModPath), String>) -> Vec<Vec<ModPath>> {
 
 #[test]
 fn no_two_modules_import_each_other_directly_or_round_about() {
-    let edges = sibling_edges();
-    let cycles = cycles(&edges);
-    let shown: Vec<String> = cycles
+    let mut shown = Vec::new();
+    for dir in TREES {
+        shown.extend(cycles_shown(dir));
+    }
+    assert!(shown.is_empty(), "import cycles:\n  {}", shown.join("\n  "));
+}
+
+/// The cycles among the modules under `dir`, each with the edges that make it.
+fn cycles_shown(dir: &str) -> Vec<String> {
+    let edges = sibling_edges(dir);
+    cycles(&edges)
         .iter()
         .map(|members| {
             let names: Vec<String> = members.iter().map(|m| m.join("::")).collect();
@@ -371,19 +397,14 @@ fn no_two_modules_import_each_other_directly_or_round_about() {
                 .filter(|((a, b), _)| members.contains(a) && members.contains(b))
                 .map(|((a, b), at)| format!("{} -> {} ({at})", a.join("::"), b.join("::")))
                 .collect();
-            format!("{}:\n    {}", names.join(", "), seen.join("\n    "))
+            format!("{dir}: {}:\n    {}", names.join(", "), seen.join("\n    "))
         })
-        .collect();
-    assert!(
-        cycles.is_empty(),
-        "import cycles:\n  {}",
-        shown.join("\n  ")
-    );
+        .collect()
 }
 
 #[test]
 fn the_checker_sees_edges_through_use_trees_paths_and_reexports() {
-    let edges = sibling_edges();
+    let edges = sibling_edges("src");
     let has = |a: &str, b: &str| {
         let split = |s: &str| s.split("::").map(str::to_owned).collect::<ModPath>();
         edges.contains_key(&(split(a), split(b)))
@@ -394,12 +415,19 @@ fn the_checker_sees_edges_through_use_trees_paths_and_reexports() {
     assert!(has("domain::machine", "domain::notification"));
     assert!(has("store", "endpoint"), "through crate::endpoint::{{…}}");
     assert!(!has("store", "store::writer"), "a parent and its child");
+    // The other trees are read from their own crate roots.
+    let bench = sibling_edges("bench/src");
+    assert!(bench.contains_key(&(vec!["run".to_owned()], vec!["context".to_owned()])));
+    let tests = sibling_edges("tests/it");
+    let harness = |m: &str| vec!["harness".to_owned(), m.to_owned()];
+    assert!(tests.contains_key(&(harness("receiver"), harness("deliverers"))));
 }
 
 #[test]
 fn no_source_file_is_longer_than_800_lines() {
-    let long: Vec<String> = sources()
+    let long: Vec<String> = TREES
         .iter()
+        .flat_map(|dir| sources_under(dir))
         .filter(|s| s.text.lines().count() > MAX_LINES)
         .map(|s| format!("{} ({} lines)", s.file.display(), s.text.lines().count()))
         .collect();
@@ -408,8 +436,9 @@ fn no_source_file_is_longer_than_800_lines() {
 
 #[test]
 fn every_module_says_what_it_owns_in_its_first_line() {
-    let silent: Vec<String> = sources()
+    let silent: Vec<String> = TREES
         .iter()
+        .flat_map(|dir| sources_under(dir))
         .filter(|s| !s.text.starts_with("//! "))
         .map(|s| s.file.display().to_string())
         .collect();
@@ -539,4 +568,49 @@ fn every_api_route_is_registered_with_its_documentation() {
             &[".route(", ".route_service(", ".nest(", ".nest_service("],
         );
     }
+}
+
+#[test]
+fn wire_shapes_derive_serde_only_where_the_wire_is() {
+    // The API's route files, the configuration file's shapes (and the secrets it holds), the
+    // CloudEvents envelope, and the notification body inside the domain.
+    let wire = |path: &ModPath| {
+        let path: Vec<&str> = path.iter().map(String::as_str).collect();
+        matches!(
+            path.as_slice(),
+            ["api", ..]
+                | ["config", "raw"]
+                | ["secret"]
+                | ["delivery", "cloudevents"]
+                | ["domain", "notification"]
+        )
+    };
+    let derives_serde =
+        |t: &str| t.contains("derive(") && (t.contains("Serialize") || t.contains("Deserialize"));
+    let tests = ["tests", "architecture_tests"];
+    let mut misplaced = Vec::new();
+    let mut in_domain = Vec::new();
+    for source in sources() {
+        let code = code_of(&source);
+        for (i, c) in code.iter().enumerate() {
+            if c.module.iter().any(|m| tests.contains(&m.as_str())) || !derives_serde(&c.text) {
+                continue;
+            }
+            if !wire(&source.path) {
+                misplaced.push(format!("{}:{}", source.file.display(), c.line));
+            }
+            if source.path.first().is_some_and(|m| m == "domain") {
+                let item = code[i + 1..]
+                    .iter()
+                    .find(|c| !c.text.trim().starts_with("#["));
+                in_domain.push(item.map(|c| c.text.trim().to_owned()).unwrap_or_default());
+            }
+        }
+    }
+    assert!(
+        misplaced.is_empty(),
+        "serde derived outside a wire shape's module: {misplaced:?}"
+    );
+    // The domain's enums know their wire names by hand; its one serde struct is private.
+    assert_eq!(in_domain, ["struct Body<'a> {"], "serde items in domain");
 }
