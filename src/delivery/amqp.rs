@@ -1,4 +1,4 @@
-//! The RabbitMQ sink (seeds 000 and 001): an endpoint whose attempt publishes the exact
+//! The RabbitMQ sink (a topic exchange with routing keys): an endpoint whose attempt publishes the exact
 //! CONTRACT §3 body to a durable topic exchange instead of POSTing it. Routing key
 //! `gbds.<operation>.<status>` in lower case, persistent messages, publisher confirms: an ack
 //! is a delivery, anything else a failed attempt retried by the outbox like an HTTP one.

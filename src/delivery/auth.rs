@@ -1,4 +1,4 @@
-//! Authentication towards endpoints (seed 002) and the one place a POST leaves the service:
+//! Authentication towards endpoints (API key or OAuth 2.0) and the one place a POST leaves the service:
 //! an API-key header, or an OAuth 2.0 client-credentials bearer token that is fetched once per
 //! endpoint, shared by concurrent deliveries, renewed shortly before it expires and replaced
 //! (with one immediate retry) when the receiver answers 401.

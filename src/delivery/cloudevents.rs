@@ -1,4 +1,4 @@
-//! CloudEvents 1.0 in structured mode (seed 002): the envelope an endpoint with
+//! CloudEvents 1.0 in structured mode: the envelope an endpoint with
 //! `format = "cloudevents"` receives, with the exact GBDS body (CONTRACT §3) as `data`.
 //! Pure: the dispatcher signs and sends the bytes this returns.
 

@@ -1,5 +1,5 @@
 //! Notification signatures (CONTRACT §3): Standard Webhooks `webhook-signature` and the plain
-//! hex `X-Signature` of seed 004. Pure functions of key, id, timestamp and body.
+//! hex `X-Signature` that simpler receivers check. Pure functions of key, id, timestamp and body.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;

@@ -1,5 +1,5 @@
 //! Endpoint subscriptions: which notifications an endpoint receives, as patterns over
-//! `<OPERATION>.<STATUS>` with `*` for "any" (seed 004's `session.*`). Pure: parsing and
+//! `<OPERATION>.<STATUS>` with `*` for "any" (as in `session.*`). Pure: parsing and
 //! matching only; the store applies them when it fans a notification out.
 
 use std::fmt;

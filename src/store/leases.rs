@@ -1,12 +1,12 @@
 //! Which deliveries the dispatcher holds right now, kept by the writer in memory, and the
 //! delivery slots they take: at most `max_in_flight` in all, `endpoint_concurrency` each.
 //!
-//! A lease used to be a row update (`leased = 1`, `next_attempt_at` = lease end): a write per
-//! claim, into the table and two indexes, and a commit for batches that only claimed. Nothing
-//! needs it on disk: one process owns a database file, and a process that starts voids every
-//! lease anyway (the previous owner is gone). So the writer keeps them here, a claim only
-//! reads the database, and the writer, which takes and frees every slot, can hand a new
-//! delivery to the dispatcher the moment it commits.
+//! Why in memory, not a row update (`leased = 1`, `next_attempt_at` = lease end): that would
+//! be a write per claim, into the table and two indexes, and a commit for batches that only
+//! claimed, and nothing needs it on disk: one process owns a database file, and a process
+//! that starts voids every lease anyway (the previous owner is gone). So the writer keeps
+//! them here, a claim only reads the database, and the writer, which takes and frees every
+//! slot, can hand a new delivery to the dispatcher the moment it commits.
 
 use std::collections::HashMap;
 use std::sync::Arc;

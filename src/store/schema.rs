@@ -357,7 +357,7 @@ mod tests {
         );
         assert_eq!(tx_of("notifications"), b(1));
         assert_eq!(tx_of("deliveries"), b(2));
-        // The queue and dead-letter indexes now lead with the id.
+        // After the migration, the queue and dead-letter indexes lead with the id.
         let plan: String = conn
             .query_row(
                 "EXPLAIN QUERY PLAN SELECT id FROM deliveries WHERE tx = 3 AND endpoint_id = 'e' AND status = 'pending' ORDER BY seq",

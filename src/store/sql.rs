@@ -1,6 +1,5 @@
 //! The writer's hot-path SQL: every statement a call or a delivery result runs, by name, so
-//! that a test can EXPLAIN each one (`sql/tests.rs`) and the benchmark's disk ceiling can
-//! write exactly what the writer writes (`store::statements`).
+//! that a test can EXPLAIN each one (`sql/tests.rs`).
 
 /// Whether a new delivery of a (transaction, endpoint) would be its queue's head: no earlier
 /// one is pending (`deliveries_queue`). Asked before the insert, rather than inside it with
