@@ -1,8 +1,9 @@
 //! Several instances on one PostgreSQL database (CONTRACT §5): conflicting calls at two
 //! instances, a new delivery racing the completion of its queue's head at another instance,
 //! an instance killed with deliveries in flight, the database cut off and back, and the pull
-//! feed in commit order when commits come out of id order. Run with `GBDS_TEST_STORE=postgres`
-//! (`.ci/run` does); on SQLite each says SKIPPED and passes.
+//! feed in commit order when commits come out of id order, and the writer analyzing its tables
+//! as they grow. Run with `GBDS_TEST_STORE=postgres` (`.ci/run` does); on SQLite each says
+//! SKIPPED and passes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -459,4 +460,46 @@ async fn leases_taken_by_a_commit_whose_answer_was_lost_are_given_back_on_reconn
     assert_eq!(rx.all().len(), 1, "sent once");
     let (status, log) = service.terminate().await;
     assert!(status.success(), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_analyzes_its_tables_once_it_has_committed_a_thousand_commands() {
+    if skipped() {
+        return;
+    }
+    let app = Setup::new("").start().await;
+    app.api.register("tg-first", "SEARCH").await.ok(201);
+    let url = postgres::url_for(&database_in(app.dir.path()));
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("a connection of the test's own");
+    tokio::spawn(connection);
+    // `last_analyze` records an explicit ANALYZE only (autovacuum's go to `last_autoanalyze`).
+    let analyzed = async || -> i64 {
+        client
+            .query_one(
+                "SELECT count(last_analyze) FROM pg_stat_user_tables
+                 WHERE relname IN ('transactions', 'notifications', 'deliveries', 'transitions')",
+                &[],
+            )
+            .await
+            .expect("the statistics views answer")
+            .get(0)
+    };
+    assert_eq!(analyzed().await, 0, "nothing analyzed its tables yet");
+    for chunk in (0..1000).collect::<Vec<_>>().chunks(50) {
+        let calls = chunk.iter().map(|i| {
+            let api = app.api.clone();
+            async move {
+                api.register(&format!("tg-grow-{i}"), "SEARCH")
+                    .await
+                    .ok(201)
+            }
+        });
+        futures_util::future::join_all(calls).await;
+    }
+    eventually("the writer's four tables analyzed", async || {
+        (analyzed().await == 4).then_some(())
+    })
+    .await;
 }

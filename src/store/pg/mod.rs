@@ -10,6 +10,7 @@
 //! - `admin`: the operator actions and jobs, each in a transaction of its own.
 //! - `endpoints`: the `endpoints` table and the version that tells instances it changed.
 //! - `reader`: the GET routes' queries on a pool of connections, and the feed in commit order.
+//! - `statistics`: `ANALYZE` of the writer's tables as they grow, so its plans keep up.
 
 mod admin;
 mod batch;
@@ -18,6 +19,7 @@ mod queue;
 mod reader;
 mod schema;
 mod sql;
+mod statistics;
 mod view;
 mod writer;
 

@@ -22,6 +22,7 @@ use tokio_postgres::Client;
 
 use super::batch::{self, Answer, Done};
 use super::sql::Statements;
+use super::statistics::Statistics;
 use super::view::{Held, View};
 use super::{admin, connect, Failure};
 use crate::clock::now_ms;
@@ -109,6 +110,7 @@ struct Writer {
     carried: Vec<Completion>,
     /// Due deliveries were left for want of a slot: freeing one wakes the dispatcher.
     waiting_for_slots: bool,
+    statistics: Statistics,
     commands: mpsc::Receiver<Command>,
 }
 
@@ -126,6 +128,7 @@ impl Writer {
             commands,
         } = start;
         Writer {
+            statistics: Statistics::new(config.clone()),
             config,
             instance,
             update_label: options.update_label,
@@ -305,6 +308,7 @@ impl Writer {
                 Ok(done) => {
                     let commands_run = commands.len() + usize::from(!carried.is_empty());
                     crate::telemetry::batch_committed(commands_run, began.elapsed());
+                    self.statistics.committed(commands_run);
                     self.conn = Some(conn);
                     self.health.recover(Component::Store);
                     // The lease generations of the 410s, read before `committed` forgets what
