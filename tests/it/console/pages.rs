@@ -46,6 +46,34 @@ async fn shows_state(b: &Browser, want: &str) {
     .await;
 }
 
+/// A script returning, for each body row of `table` matching `rows`, the cell under the
+/// column headed `heading` as `{text, datetime}` (the `datetime` of a `<time>` in it).
+fn column_cells(table: &str, heading: &str, rows: &str) -> String {
+    format!(
+        "const t = document.querySelector({table});
+         const i = Array.from(t.tHead.rows[0].cells, (th) => th.textContent).indexOf({heading});
+         if (i < 0) throw new Error('no column ' + {heading});
+         return Array.from(t.tBodies[0].querySelectorAll({rows}), (r) => {{
+           const c = r.cells[i], time = c.querySelector('time');
+           return {{ text: c.textContent, datetime: time && time.getAttribute('datetime') }};
+         }});",
+        table = json!(table),
+        heading = json!(heading),
+        rows = json!(rows),
+    )
+}
+
+/// An age as the console writes it: "45 s", "12 min", "3 h 5 min", "2 d 4 h".
+fn is_age(text: &str) -> bool {
+    let words: Vec<&str> = text.split(' ').collect();
+    let number = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit());
+    match words.as_slice() {
+        [n, unit] => number(n) && matches!(*unit, "s" | "min"),
+        [n, a, m, b] => number(n) && number(m) && matches!((*a, *b), ("h", "min") | ("d", "h")),
+        _ => false,
+    }
+}
+
 #[tokio::test]
 async fn a_reviewer_rejects_a_pending_transaction_with_a_comment_and_the_receiver_gets_failed() {
     let Some((driver, _one)) = driver().await else {
@@ -72,6 +100,18 @@ async fn a_reviewer_rejects_a_pending_transaction_with_a_comment_and_the_receive
         .js("return ['PENDING', 'EXCEPTION'].map((s) => document.querySelector(`#queue-${s} [data-role=count]`).textContent);")
         .await;
     assert_eq!(counts, json!(["2", "1"]));
+    // Each row shows how long it has waited, counted from when it entered the queue.
+    let waited = b
+        .js(&column_cells(
+            "#queue-PENDING table",
+            "Waiting",
+            "tr[data-tguid='tg-mir-1']",
+        ))
+        .await;
+    let entered = app.api.detail("tg-mir-1").await["updated_at"].clone();
+    assert_eq!(waited[0]["datetime"], entered, "{waited}");
+    let age = waited[0]["text"].as_str().unwrap_or_default();
+    assert!(is_age(age), "the Waiting column shows {age:?}");
     b.screenshots("queues").await;
     // The operation filter narrows the queues and their counts.
     b.js("const f = document.getElementById('operation-filter'); f.value = 'UPDATE'; f.dispatchEvent(new Event('change')); return true;").await;
@@ -119,13 +159,22 @@ async fn a_reviewer_rejects_a_pending_transaction_with_a_comment_and_the_receive
     shows_state(&b, "FAILED").await;
     assert!(offered(&b).await.is_empty());
     let detail = app.api.detail("tg-mir-1").await;
-    let last = detail["transitions"]
+    let log = detail["transitions"]
         .as_array()
-        .and_then(|t| t.last())
         .cloned()
-        .unwrap_or(Value::Null);
+        .unwrap_or_default();
+    let last = log.last().cloned().unwrap_or(Value::Null);
     assert_eq!(last["comment"], comment);
     assert_eq!(last["input"], "review REJECT");
+    // "Who" shows each transition's actor: the review token's name for the decision.
+    assert_eq!(last["actor"], "review");
+    let who = b.js(&column_cells("table.history", "Who", "tr")).await;
+    let who: Vec<&str> = who
+        .as_array()
+        .map(|cells| cells.iter().filter_map(|c| c["text"].as_str()).collect())
+        .unwrap_or_default();
+    let actors: Vec<&str> = log.iter().filter_map(|t| t["actor"].as_str()).collect();
+    assert_eq!((who.len(), who), (3, actors));
     assert!(
         last["decision_id"]
             .as_str()
