@@ -132,7 +132,7 @@
     if (!response.ok) {
       const code = (data && data.error) || `http_${response.status}`;
       const message = (data && data.message) || `HTTP ${response.status}`;
-      if (response.status === 401) showLogin(message);
+      if (response.status === 401) refused(message);
       throw new ApiError(response.status, code, message);
     }
     return data;
@@ -239,6 +239,16 @@
     show('login');
     if (message) notify('error', message);
     $('token-input').focus();
+  }
+
+  /**
+   * A 401: the token held is of no use, so it is forgotten and another asked for. Without one
+   * (a first visit) the form says enough; a refused token is named as the reason.
+   */
+  function refused(message) {
+    const had = sessionStorage.getItem(TOKEN_KEY);
+    sessionStorage.removeItem(TOKEN_KEY);
+    showLogin(had ? `The service refused this token (${message}). Check it and paste it again.` : null);
   }
 
   /** The screen the address names: #queues, #operator or #tx/<tguid>. */

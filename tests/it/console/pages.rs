@@ -499,3 +499,78 @@ async fn a_queue_longer_than_a_page_is_paged_with_its_count() {
     b.close().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn without_a_token_the_console_asks_for_one_refuses_a_wrong_one_and_keeps_the_right_one() {
+    let Some((driver, _one)) = driver().await else {
+        return;
+    };
+    let app = spawn_app("").await;
+    waiting(&app.api, "tg-login-1", "ENROLL", "PENDING").await;
+    let b = driver.browser().await;
+    let token = "return sessionStorage.getItem('gbds-console-token');";
+
+    // Nothing in the address: the form, ready to type into, and nothing else.
+    b.goto(&format!("{}/console", app.api.base)).await;
+    b.shown("#login-form").await;
+    b.wait_for(
+        "the token field to have the focus",
+        "return document.activeElement && document.activeElement.id === 'token-input';",
+    )
+    .await;
+    let hidden = b
+        .js("return ['queues', 'transaction', 'operator', 'sign-out', 'notice'].map((id) => document.getElementById(id).hidden);")
+        .await;
+    assert_eq!(
+        hidden,
+        json!([true, true, true, true, true]),
+        "no error before anything was typed"
+    );
+    assert_eq!(b.js(token).await, Value::Null);
+    b.screenshots("login").await;
+
+    // A wrong token: refused in words, forgotten, and the form is still there.
+    b.type_into("#token-input", "t-not-a-token").await;
+    b.press(Key::Enter).await;
+    let (kind, text) = b.notice().await;
+    assert_eq!(kind, "error", "{text}");
+    assert!(
+        text.contains("refused this token") && text.contains("not valid"),
+        "{text}"
+    );
+    b.shown("#login-form").await;
+    assert_eq!(
+        b.js(token).await,
+        Value::Null,
+        "a refused token is not kept"
+    );
+    b.screenshots("login-refused").await;
+
+    // The right one: the queues, and the token kept for the tab (not in the address).
+    b.type_into("#token-input", REVIEW).await;
+    b.click("#login-form button[type=submit]").await;
+    b.shown("#queue-PENDING tr[data-tguid='tg-login-1']").await;
+    assert_eq!(b.js(token).await, json!(REVIEW));
+    let url = b.client.current_url().await.expect("the address");
+    assert!(!url.as_str().contains(REVIEW), "{url}");
+    let shown = b
+        .js("return [document.getElementById('login').hidden, document.getElementById('notice').hidden, document.getElementById('sign-out').hidden];")
+        .await;
+    assert_eq!(
+        shown,
+        json!([true, true, false]),
+        "login, notice, Forget token"
+    );
+
+    // It stays for the tab: a reload needs no token typed again.
+    b.client.refresh().await.expect("the page reloads");
+    b.shown("#queue-PENDING tr[data-tguid='tg-login-1']").await;
+    assert_eq!(b.js(token).await, json!(REVIEW));
+
+    // "Forget token" removes it and asks again.
+    b.click("#sign-out").await;
+    b.shown("#login-form").await;
+    assert_eq!(b.js(token).await, Value::Null);
+    b.close().await;
+    app.stop().await;
+}
