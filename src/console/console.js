@@ -325,6 +325,8 @@
       : '';
     part('prev').disabled = q.page === 0;
     part('next').disabled = !q.next;
+    // One page has nothing to page through.
+    part('pager').hidden = q.page === 0 && !q.next;
   }
 
   /** One box per queue, from the page's template. */
@@ -429,7 +431,7 @@
     const what = offer.call === 'review' ? `${human(offer.value)} this transaction?` : `Treat this exception as ${human(offer.value)}?`;
     const answer = await confirmAction({
       title: what,
-      text: `${tx.operation} transaction ${tx.tguid}, now ${tx.state}. The decision is recorded with your name and comment, and cannot be undone.`,
+      text: `${tx.operation} transaction ${tx.tguid}, now ${tx.state}. It is recorded in the history under this token's name, with your comment, and cannot be undone.`,
       okLabel: human(offer.value),
       danger: offer.value === 'REJECT',
       withComment: true,
@@ -611,6 +613,7 @@
     const rows = $('dead-rows');
     if (!endpoint) {
       rows.replaceChildren();
+      $('dead-table').hidden = true;
       return;
     }
     const params = new URLSearchParams({ status: 'dead', endpoint, limit: String(PAGE_SIZE) });
@@ -634,6 +637,8 @@
         el('td', null, el('button', { type: 'button', onclick: () => retryDelivery(d, loadOperator) }, 'Retry'))));
     }
     $('dead-none').hidden = page.items.length > 0;
+    // Column headings over no rows read as a table that failed to load.
+    $('dead-table').hidden = page.items.length === 0;
     labelCells(rows);
     $('dead-page').textContent = `page ${dead.page + 1}`;
     $('dead-prev').disabled = dead.page === 0;

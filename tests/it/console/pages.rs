@@ -112,6 +112,11 @@ async fn a_reviewer_rejects_a_pending_transaction_with_a_comment_and_the_receive
     assert_eq!(waited[0]["datetime"], entered, "{waited}");
     let age = waited[0]["text"].as_str().unwrap_or_default();
     assert!(is_age(age), "the Waiting column shows {age:?}");
+    // One page each: nothing to page through.
+    let pagers = b
+        .js("return ['PENDING', 'EXCEPTION'].map((s) => document.querySelector(`#queue-${s} [data-role=pager]`).hidden);")
+        .await;
+    assert_eq!(pagers, json!([true, true]));
     b.screenshots("queues").await;
     // The operation filter narrows the queues and their counts.
     b.js("const f = document.getElementById('operation-filter'); f.value = 'UPDATE'; f.dispatchEvent(new Event('change')); return true;").await;
@@ -457,6 +462,12 @@ async fn the_operator_screen_retries_a_dead_delivery_and_recovers_an_endpoint() 
         "return !document.getElementById('dead-none').hidden;",
     )
     .await;
+    assert_eq!(
+        b.js("return document.getElementById('dead-table').hidden;")
+            .await,
+        json!(true),
+        "no table headings over no rows"
+    );
     b.screenshots("operator-recovered").await;
     b.close().await;
     app.stop().await;
