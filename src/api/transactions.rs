@@ -78,7 +78,7 @@ struct ReviewRequest {
     decision: String,
     #[schema(schema_with = schema::label_or_null)]
     reviewer: Option<String>,
-    #[schema(schema_with = schema::decision_id_or_null)]
+    #[schema(schema_with = schema::label_or_null)]
     decision_id: Option<String>,
     #[schema(schema_with = schema::comment_or_null)]
     comment: Option<String>,
@@ -91,7 +91,7 @@ struct TreatmentRequest {
     treatment: String,
     #[schema(schema_with = schema::label_or_null)]
     reviewer: Option<String>,
-    #[schema(schema_with = schema::decision_id_or_null)]
+    #[schema(schema_with = schema::label_or_null)]
     decision_id: Option<String>,
     #[schema(schema_with = schema::comment_or_null)]
     comment: Option<String>,
@@ -294,7 +294,8 @@ fn names<T: Copy>(all: &[T], name: fn(T) -> &'static str) -> Vec<&'static str> {
     all.iter().map(|t| name(*t)).collect()
 }
 
-/// A free-text label (reviewer, event_id): 1–128 characters, none of them control characters.
+/// A free-text label (reviewer, event_id, decision_id): 1–128 characters, none of them control
+/// characters. One rule for both idempotency keys, so a client can use the same ids for each.
 fn label(field: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
     match value {
         Some(v) if v.is_empty() || v.chars().count() > 128 || v.chars().any(char::is_control) => {
@@ -308,20 +309,6 @@ fn label(field: &str, value: Option<String>) -> Result<Option<String>, ApiError>
 
 /// Longest comment a decision may carry, in characters.
 const MAX_COMMENT: usize = 1000;
-
-/// A `decision_id`: 1–128 printable ASCII characters.
-fn decision_id(value: Option<String>) -> Result<Option<String>, ApiError> {
-    match value {
-        Some(v)
-            if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| (b' '..=b'~').contains(&b)) =>
-        {
-            Err(ApiError::invalid(
-                "decision_id must be 1–128 printable ASCII characters",
-            ))
-        }
-        other => Ok(other),
-    }
-}
 
 /// A `comment`: at most `MAX_COMMENT` characters; line breaks and tabs, but no other control
 /// characters.
@@ -577,7 +564,7 @@ fn parse_decision<R: serde::de::DeserializeOwned>(
     let req: R = parse_json(body)?;
     let (input, about) = input(req)?;
     let reviewer = label("reviewer", about.reviewer)?;
-    let id = decision_id(about.decision_id)?;
+    let id = label("decision_id", about.decision_id)?;
     let comment = comment(about.comment)?;
     let tguid = path_tguid(raw_tguid)?;
     // What makes two bodies "the same" for a decision_id: every field but the id itself.

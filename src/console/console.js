@@ -132,7 +132,7 @@
     if (!response.ok) {
       const code = (data && data.error) || `http_${response.status}`;
       const message = (data && data.message) || `HTTP ${response.status}`;
-      if (response.status === 401) showLogin(message);
+      if (response.status === 401) refused(message);
       throw new ApiError(response.status, code, message);
     }
     return data;
@@ -241,6 +241,16 @@
     $('token-input').focus();
   }
 
+  /**
+   * A 401: the token held is of no use, so it is forgotten and another asked for. Without one
+   * (a first visit) the form says enough; a refused token is named as the reason.
+   */
+  function refused(message) {
+    const had = sessionStorage.getItem(TOKEN_KEY);
+    sessionStorage.removeItem(TOKEN_KEY);
+    showLogin(had ? `The service refused this token (${message}). Check it and paste it again.` : null);
+  }
+
   /** The screen the address names: #queues, #operator or #tx/<tguid>. */
   function route() {
     const hash = location.hash.replace(/^#/, '');
@@ -315,6 +325,8 @@
       : '';
     part('prev').disabled = q.page === 0;
     part('next').disabled = !q.next;
+    // One page has nothing to page through.
+    part('pager').hidden = q.page === 0 && !q.next;
   }
 
   /** One box per queue, from the page's template. */
@@ -419,7 +431,7 @@
     const what = offer.call === 'review' ? `${human(offer.value)} this transaction?` : `Treat this exception as ${human(offer.value)}?`;
     const answer = await confirmAction({
       title: what,
-      text: `${tx.operation} transaction ${tx.tguid}, now ${tx.state}. The decision is recorded with your name and comment, and cannot be undone.`,
+      text: `${tx.operation} transaction ${tx.tguid}, now ${tx.state}. It is recorded in the history under this token's name, with your comment, and cannot be undone.`,
       okLabel: human(offer.value),
       danger: offer.value === 'REJECT',
       withComment: true,
@@ -601,6 +613,7 @@
     const rows = $('dead-rows');
     if (!endpoint) {
       rows.replaceChildren();
+      $('dead-table').hidden = true;
       return;
     }
     const params = new URLSearchParams({ status: 'dead', endpoint, limit: String(PAGE_SIZE) });
@@ -624,6 +637,8 @@
         el('td', null, el('button', { type: 'button', onclick: () => retryDelivery(d, loadOperator) }, 'Retry'))));
     }
     $('dead-none').hidden = page.items.length > 0;
+    // Column headings over no rows read as a table that failed to load.
+    $('dead-table').hidden = page.items.length === 0;
     labelCells(rows);
     $('dead-page').textContent = `page ${dead.page + 1}`;
     $('dead-prev').disabled = dead.page === 0;

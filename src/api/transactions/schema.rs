@@ -8,15 +8,10 @@ use utoipa::openapi::schema::{
 use super::super::openapi::{id, one_of, text_or_null};
 use super::{MAX_COMMENT, NON_OUTCOME_EVENTS};
 
-/// A free-text label (`reviewer`, `event_id`): 1–128 characters, none a control character
-/// (`char::is_control`: U+0000–U+001F and U+007F–U+009F).
+/// A free-text label (`reviewer`, `event_id`, `decision_id`): 1–128 characters, none a control
+/// character (`char::is_control`: U+0000–U+001F and U+007F–U+009F).
 pub fn label_or_null() -> Object {
     text_or_null("^[^\\u0000-\\u001f\\u007f-\\u009f]*$", 1, 128)
-}
-
-/// A `decision_id`: 1–128 printable ASCII characters.
-pub fn decision_id_or_null() -> Object {
-    text_or_null("^[ -~]*$", 1, 128)
 }
 
 /// A decision's `comment`: at most `MAX_COMMENT` characters, no control character but line

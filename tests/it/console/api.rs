@@ -126,7 +126,10 @@ async fn decision_ids_and_comments_out_of_bounds_are_422_and_change_nothing() {
     waiting(&app.api, "tg-bounds", "ENROLL", "EXCEPTION").await;
     let before = app.api.world().await;
     let long_id = "d".repeat(129);
+    // 129 characters in fewer bytes than 2 × 129: the bound counts characters.
+    let long_wide_id = "é".repeat(129);
     let long_comment = "é".repeat(1001);
+    // A decision_id is checked like an event_id: no control character, C0, DEL or C1.
     for (body, says) in [
         (
             json!({"treatment": "SAME_FINGERS", "decision_id": ""}),
@@ -137,11 +140,19 @@ async fn decision_ids_and_comments_out_of_bounds_are_422_and_change_nothing() {
             "decision_id",
         ),
         (
-            json!({"treatment": "SAME_FINGERS", "decision_id": "né"}),
+            json!({"treatment": "SAME_FINGERS", "decision_id": long_wide_id}),
             "decision_id",
         ),
         (
             json!({"treatment": "SAME_FINGERS", "decision_id": "a\tb"}),
+            "decision_id",
+        ),
+        (
+            json!({"treatment": "SAME_FINGERS", "decision_id": "d-\u{7f}"}),
+            "decision_id",
+        ),
+        (
+            json!({"treatment": "SAME_FINGERS", "decision_id": "d-\u{9b}1"}),
             "decision_id",
         ),
         (
@@ -161,25 +172,30 @@ async fn decision_ids_and_comments_out_of_bounds_are_422_and_change_nothing() {
         app.api.treatment("tg-bounds", body).await.invalid(says);
     }
     assert_eq!(app.api.world().await, before);
-    // The largest of each is accepted: 128 printable ASCII characters, 1,000 characters.
+    // The largest of each is accepted: 128 characters (every printable ASCII one, then
+    // non-ASCII ones, so more than 128 bytes), and 1,000 characters.
     let comment = format!("{}\nline two", "ç".repeat(991));
     assert_eq!(comment.chars().count(), 1000);
-    let id: String = (0..128)
-        .map(|i| char::from(b' ' + (i % 95) as u8))
+    let id: String = (b' '..=b'~')
+        .map(char::from)
+        .chain("né-ü✓决定".chars().cycle())
+        .take(128)
         .collect();
-    app.api
-        .treatment(
-            "tg-bounds",
-            json!({"treatment": "MERGE_TRANSACTIONS", "decision_id": id, "comment": comment}),
-        )
-        .await
-        .ok(200);
+    assert_eq!((id.chars().count(), id.len() > 128), (128, true));
+    let body = json!({"treatment": "MERGE_TRANSACTIONS", "decision_id": id, "comment": comment});
+    let first = app.api.treatment("tg-bounds", body.clone()).await.ok(200);
+    assert_eq!(first["duplicate"], false);
     let detail = app.api.detail("tg-bounds").await;
     let last = transitions(&detail).last().cloned().unwrap_or_default();
     assert_eq!(
         (last["decision_id"].as_str(), last["comment"].as_str()),
         (Some(id.as_str()), Some(comment.as_str()))
     );
+    // And it is a key like any other: the same body again is a no-op.
+    let after = app.api.world().await;
+    let again = app.api.treatment("tg-bounds", body).await.ok(200);
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(app.api.world().await, after);
 }
 
 /// The `allowed` of a transaction, as (review, treatment) name lists.

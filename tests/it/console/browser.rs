@@ -264,6 +264,17 @@ impl Browser {
             // Let layout and the chart's redraw (on resize) settle before the picture.
             self.js("return new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(() => done(true))));")
                 .await;
+            // Nothing may stick out sideways: a page wider than the window hides what is
+            // past its edge (tables scroll inside their own box or turn into cards instead).
+            let widths: (u64, u64) = serde_json::from_value(
+                self.js("return [document.documentElement.scrollWidth, window.innerWidth];")
+                    .await,
+            )
+            .expect("two widths");
+            assert!(
+                widths.0 <= widths.1,
+                "{name} at {label}: the page is wider than the window (page, window): {widths:?}"
+            );
             let png = self.client.screenshot().await.expect("a screenshot");
             let path = dir.join(format!("{name}-{label}.png"));
             std::fs::write(&path, png).expect("the screenshot is saved");

@@ -46,6 +46,34 @@ async fn shows_state(b: &Browser, want: &str) {
     .await;
 }
 
+/// A script returning, for each body row of `table` matching `rows`, the cell under the
+/// column headed `heading` as `{text, datetime}` (the `datetime` of a `<time>` in it).
+fn column_cells(table: &str, heading: &str, rows: &str) -> String {
+    format!(
+        "const t = document.querySelector({table});
+         const i = Array.from(t.tHead.rows[0].cells, (th) => th.textContent).indexOf({heading});
+         if (i < 0) throw new Error('no column ' + {heading});
+         return Array.from(t.tBodies[0].querySelectorAll({rows}), (r) => {{
+           const c = r.cells[i], time = c.querySelector('time');
+           return {{ text: c.textContent, datetime: time && time.getAttribute('datetime') }};
+         }});",
+        table = json!(table),
+        heading = json!(heading),
+        rows = json!(rows),
+    )
+}
+
+/// An age as the console writes it: "45 s", "12 min", "3 h 5 min", "2 d 4 h".
+fn is_age(text: &str) -> bool {
+    let words: Vec<&str> = text.split(' ').collect();
+    let number = |w: &str| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit());
+    match words.as_slice() {
+        [n, unit] => number(n) && matches!(*unit, "s" | "min"),
+        [n, a, m, b] => number(n) && number(m) && matches!((*a, *b), ("h", "min") | ("d", "h")),
+        _ => false,
+    }
+}
+
 #[tokio::test]
 async fn a_reviewer_rejects_a_pending_transaction_with_a_comment_and_the_receiver_gets_failed() {
     let Some((driver, _one)) = driver().await else {
@@ -72,6 +100,23 @@ async fn a_reviewer_rejects_a_pending_transaction_with_a_comment_and_the_receive
         .js("return ['PENDING', 'EXCEPTION'].map((s) => document.querySelector(`#queue-${s} [data-role=count]`).textContent);")
         .await;
     assert_eq!(counts, json!(["2", "1"]));
+    // Each row shows how long it has waited, counted from when it entered the queue.
+    let waited = b
+        .js(&column_cells(
+            "#queue-PENDING table",
+            "Waiting",
+            "tr[data-tguid='tg-mir-1']",
+        ))
+        .await;
+    let entered = app.api.detail("tg-mir-1").await["updated_at"].clone();
+    assert_eq!(waited[0]["datetime"], entered, "{waited}");
+    let age = waited[0]["text"].as_str().unwrap_or_default();
+    assert!(is_age(age), "the Waiting column shows {age:?}");
+    // One page each: nothing to page through.
+    let pagers = b
+        .js("return ['PENDING', 'EXCEPTION'].map((s) => document.querySelector(`#queue-${s} [data-role=pager]`).hidden);")
+        .await;
+    assert_eq!(pagers, json!([true, true]));
     b.screenshots("queues").await;
     // The operation filter narrows the queues and their counts.
     b.js("const f = document.getElementById('operation-filter'); f.value = 'UPDATE'; f.dispatchEvent(new Event('change')); return true;").await;
@@ -119,13 +164,22 @@ async fn a_reviewer_rejects_a_pending_transaction_with_a_comment_and_the_receive
     shows_state(&b, "FAILED").await;
     assert!(offered(&b).await.is_empty());
     let detail = app.api.detail("tg-mir-1").await;
-    let last = detail["transitions"]
+    let log = detail["transitions"]
         .as_array()
-        .and_then(|t| t.last())
         .cloned()
-        .unwrap_or(Value::Null);
+        .unwrap_or_default();
+    let last = log.last().cloned().unwrap_or(Value::Null);
     assert_eq!(last["comment"], comment);
     assert_eq!(last["input"], "review REJECT");
+    // "Who" shows each transition's actor: the review token's name for the decision.
+    assert_eq!(last["actor"], "review");
+    let who = b.js(&column_cells("table.history", "Who", "tr")).await;
+    let who: Vec<&str> = who
+        .as_array()
+        .map(|cells| cells.iter().filter_map(|c| c["text"].as_str()).collect())
+        .unwrap_or_default();
+    let actors: Vec<&str> = log.iter().filter_map(|t| t["actor"].as_str()).collect();
+    assert_eq!((who.len(), who), (3, actors));
     assert!(
         last["decision_id"]
             .as_str()
@@ -408,6 +462,12 @@ async fn the_operator_screen_retries_a_dead_delivery_and_recovers_an_endpoint() 
         "return !document.getElementById('dead-none').hidden;",
     )
     .await;
+    assert_eq!(
+        b.js("return document.getElementById('dead-table').hidden;")
+            .await,
+        json!(true),
+        "no table headings over no rows"
+    );
     b.screenshots("operator-recovered").await;
     b.close().await;
     app.stop().await;
@@ -447,6 +507,81 @@ async fn a_queue_longer_than_a_page_is_paged_with_its_count() {
     b.click("#queue-PENDING [data-role=prev]").await;
     b.wait_for("the first page again", &page("tg-page-00"))
         .await;
+    b.close().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_token_the_console_asks_for_one_refuses_a_wrong_one_and_keeps_the_right_one() {
+    let Some((driver, _one)) = driver().await else {
+        return;
+    };
+    let app = spawn_app("").await;
+    waiting(&app.api, "tg-login-1", "ENROLL", "PENDING").await;
+    let b = driver.browser().await;
+    let token = "return sessionStorage.getItem('gbds-console-token');";
+
+    // Nothing in the address: the form, ready to type into, and nothing else.
+    b.goto(&format!("{}/console", app.api.base)).await;
+    b.shown("#login-form").await;
+    b.wait_for(
+        "the token field to have the focus",
+        "return document.activeElement && document.activeElement.id === 'token-input';",
+    )
+    .await;
+    let hidden = b
+        .js("return ['queues', 'transaction', 'operator', 'sign-out', 'notice'].map((id) => document.getElementById(id).hidden);")
+        .await;
+    assert_eq!(
+        hidden,
+        json!([true, true, true, true, true]),
+        "no error before anything was typed"
+    );
+    assert_eq!(b.js(token).await, Value::Null);
+    b.screenshots("login").await;
+
+    // A wrong token: refused in words, forgotten, and the form is still there.
+    b.type_into("#token-input", "t-not-a-token").await;
+    b.press(Key::Enter).await;
+    let (kind, text) = b.notice().await;
+    assert_eq!(kind, "error", "{text}");
+    assert!(
+        text.contains("refused this token") && text.contains("not valid"),
+        "{text}"
+    );
+    b.shown("#login-form").await;
+    assert_eq!(
+        b.js(token).await,
+        Value::Null,
+        "a refused token is not kept"
+    );
+    b.screenshots("login-refused").await;
+
+    // The right one: the queues, and the token kept for the tab (not in the address).
+    b.type_into("#token-input", REVIEW).await;
+    b.click("#login-form button[type=submit]").await;
+    b.shown("#queue-PENDING tr[data-tguid='tg-login-1']").await;
+    assert_eq!(b.js(token).await, json!(REVIEW));
+    let url = b.client.current_url().await.expect("the address");
+    assert!(!url.as_str().contains(REVIEW), "{url}");
+    let shown = b
+        .js("return [document.getElementById('login').hidden, document.getElementById('notice').hidden, document.getElementById('sign-out').hidden];")
+        .await;
+    assert_eq!(
+        shown,
+        json!([true, true, false]),
+        "login, notice, Forget token"
+    );
+
+    // It stays for the tab: a reload needs no token typed again.
+    b.client.refresh().await.expect("the page reloads");
+    b.shown("#queue-PENDING tr[data-tguid='tg-login-1']").await;
+    assert_eq!(b.js(token).await, json!(REVIEW));
+
+    // "Forget token" removes it and asks again.
+    b.click("#sign-out").await;
+    b.shown("#login-form").await;
+    assert_eq!(b.js(token).await, Value::Null);
     b.close().await;
     app.stop().await;
 }
