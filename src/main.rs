@@ -72,7 +72,13 @@ fn main() -> anyhow::Result<()> {
                 tracing::error!("{e}");
                 std::process::exit(2);
             }
-            let runtime = tokio::runtime::Runtime::new()?;
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("cannot start the async runtime: {e}");
+                    std::process::exit(1);
+                }
+            };
             let served = runtime.block_on(async {
                 let listener = tokio::net::TcpListener::bind(settings.listen)
                     .await
@@ -81,9 +87,11 @@ fn main() -> anyhow::Result<()> {
             });
             match served {
                 Ok(()) => Ok(()),
-                // Another process owns the database: a configuration error, not a crash.
+                // Another process owns the database: a configuration error, not a crash. Logged,
+                // not printed: the log format is known by now, and a collector reading JSON
+                // must get this line as JSON too.
                 Err(e) if e.is::<gbds_notifier::store::file::InUse>() => {
-                    eprintln!("{e}");
+                    tracing::error!("{e}");
                     std::process::exit(2);
                 }
                 // A part of the service stopped: a supervisor (systemd's Restart=on-failure,

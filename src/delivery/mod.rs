@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -44,6 +45,9 @@ enum Sent {
 fn header_value(text: &str) -> HeaderValue {
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
+
+/// What a per-delivery task panicked with, for the dispatcher's loop to panic with in turn.
+type Panic = Box<dyn std::any::Any + Send>;
 
 /// Most deliveries claimed in one round trip to the writer.
 const CLAIM_BATCH: usize = 256;
@@ -186,6 +190,9 @@ impl Dispatcher {
         // Handed out and not yet completed: delivery id -> endpoint id.
         let in_flight: Arc<Mutex<HashMap<i64, String>>> = Arc::default();
         let mut tasks = JoinSet::new();
+        // A panic in an attempt's task is the dispatcher's own: ended alone, that task would
+        // leave its delivery leased until the lease ran out, unnoticed, the service ready.
+        let (panicked, mut panics) = mpsc::unbounded_channel::<Panic>();
         // Claim at once: a restart finds what the last process left due.
         let mut claim = true;
         let mut next_look = Instant::now();
@@ -198,7 +205,7 @@ impl Dispatcher {
                     let claimed = this.store.claim(CLAIM_BATCH).await;
                     let short = claimed.deliveries.len() < CLAIM_BATCH;
                     for delivery in claimed.deliveries {
-                        this.start(delivery, &mut tasks, &in_flight);
+                        this.start(delivery, &mut tasks, &in_flight, &panicked);
                     }
                     if short {
                         // A due time already past belongs to a delivery in flight or one
@@ -218,9 +225,9 @@ impl Dispatcher {
             tokio::select! {
                 handed = handed_over(&mut handoff) => match handed {
                     Some(delivery) => {
-                        this.start(delivery, &mut tasks, &in_flight);
+                        this.start(delivery, &mut tasks, &in_flight, &panicked);
                         while let Some(d) = handoff.as_mut().and_then(|h| h.deliveries.try_recv().ok()) {
-                            this.start(d, &mut tasks, &in_flight);
+                            this.start(d, &mut tasks, &in_flight, &panicked);
                         }
                     }
                     None => handoff = None,
@@ -228,6 +235,7 @@ impl Dispatcher {
                 _ = this.store.deliveries_ready.notified() => claim = true,
                 _ = tokio::time::sleep_until(next_look) => claim = true,
                 _ = stop.changed() => {}
+                Some(panic) = panics.recv() => std::panic::resume_unwind(panic),
             }
         }
         // Handed over and not started: their leases go back (the next process sends them).
@@ -265,14 +273,15 @@ impl Dispatcher {
         delivery: ClaimedDelivery,
         tasks: &mut JoinSet<()>,
         in_flight: &Arc<Mutex<HashMap<i64, String>>>,
+        panicked: &mpsc::UnboundedSender<Panic>,
     ) {
         in_flight
             .lock()
             .expect("in-flight set")
             .insert(delivery.id, delivery.endpoint_id.clone());
-        let (this, in_flight) = (self.clone(), in_flight.clone());
+        let (this, in_flight, panicked) = (self.clone(), in_flight.clone(), panicked.clone());
         let meter = AttemptMeter::of(&delivery.endpoint_id);
-        tasks.spawn(async move {
+        let attempt = async move {
             let id = delivery.id;
             let began = std::time::Instant::now();
             let completion = this.attempt(delivery).await;
@@ -285,11 +294,19 @@ impl Dispatcher {
             meter.record(outcome, began.elapsed());
             this.store.complete(vec![completion]).await;
             in_flight.lock().expect("in-flight set").remove(&id);
+        };
+        tasks.spawn(async move {
+            if let Err(panic) = std::panic::AssertUnwindSafe(attempt).catch_unwind().await {
+                // After a stop nobody reads it: the panic hook has logged it all the same.
+                let _ = panicked.send(panic);
+            }
         });
     }
 
     /// One POST (or publish) and its classification.
     async fn attempt(&self, d: ClaimedDelivery) -> Completion {
+        #[cfg(debug_assertions)]
+        fault_hook(&d);
         let Some(registered) = self.endpoints.get(&d.endpoint_id) else {
             // The writer hands out deliveries only for endpoints in the registry, so this one
             // was deleted since; its deliveries went dead with it, and the lease is all that
@@ -516,5 +533,21 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+/// Debug builds only: `GBDS_FAULT_DISPATCHER_PANIC_ON=<tguid>` makes the dispatcher panic when
+/// it is about to send a notification of that tguid (in the attempt's own task, where a real
+/// bug would strike), so that tests can watch what the dispatcher's death does to the process
+/// (`tests/it/operability`). Release builds have no such hook.
+#[cfg(debug_assertions)]
+fn fault_hook(d: &ClaimedDelivery) {
+    static TGUID: std::sync::LazyLock<Option<String>> =
+        std::sync::LazyLock::new(|| std::env::var("GBDS_FAULT_DISPATCHER_PANIC_ON").ok());
+    if TGUID.as_deref() == Some(d.tguid.as_str()) {
+        panic!(
+            "fault hook: a delivery of {} kills the dispatcher (GBDS_FAULT_DISPATCHER_PANIC_ON)",
+            d.tguid
+        );
     }
 }

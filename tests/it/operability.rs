@@ -1,6 +1,6 @@
 //! What operators' machinery sees (CONTRACT §6), on the real binary so that the metrics are
-//! this service's alone: `/readyz` turning red when the writer dies and the process exiting
-//! for a restart, `/metrics` counting what happened, JSON logs; and readiness while
+//! this service's alone: `/readyz` turning red when the writer or the dispatcher dies and the
+//! process exiting for a restart, `/metrics` counting what happened, JSON logs; and readiness while
 //! PostgreSQL is cut off.
 
 use std::process::Command;
@@ -55,6 +55,55 @@ async fn a_writer_that_dies_turns_readiness_red_and_the_process_exits_with_statu
         "exit status 3 for a restart:\n{log}"
     );
     assert!(log.contains("panicked"), "the panic is logged:\n{log}");
+}
+
+#[tokio::test]
+async fn a_dispatcher_that_dies_turns_readiness_red_and_the_process_exits_with_status_3() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let db = dir.path().join("notifier.db");
+    // The fault hook of debug builds: the task about to send a notification of this tguid
+    // panics, as a bug in an attempt would.
+    let env = [("GBDS_FAULT_DISPATCHER_PANIC_ON", "tg-fatal")];
+    let service = ServiceProcess::start_with_env(dir.path(), &db, &receiver.url, "", &env).await;
+    let api = &service.api;
+    api.register("tg-alive", "SEARCH").await.ok(201);
+    api.event("tg-alive", json!({"type": "MATCH"}))
+        .await
+        .ok(200);
+    receiver
+        .wait_until("tg-alive's notification", |all| {
+            all.iter().any(|r| r.tguid().as_deref() == Some("tg-alive"))
+        })
+        .await;
+    api.get("/readyz", None).await.ok(200);
+
+    // The writer is unharmed: the write is committed, and only its sending kills.
+    api.register("tg-fatal", "SEARCH").await.ok(201);
+    api.event("tg-fatal", json!({"type": "MATCH"}))
+        .await
+        .ok(200);
+    let reason = eventually("/readyz to turn 503", async || {
+        let answer = service.api.get("/readyz", None).await;
+        (answer.status == 503).then(|| answer.refused(503, "not_ready"))
+    })
+    .await;
+    assert!(
+        reason.starts_with("dispatcher: ") && reason.contains("fault hook"),
+        "{reason}"
+    );
+
+    let (status, log) = service.exited().await;
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "exit status 3 for a restart:\n{log}"
+    );
+    assert!(log.contains("panicked"), "the panic is logged:\n{log}");
+    assert!(
+        receiver.delivered("tg-fatal").is_empty(),
+        "the hook fires before the POST"
+    );
 }
 
 #[tokio::test]

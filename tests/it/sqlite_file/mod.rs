@@ -23,10 +23,19 @@ fn skipped() -> bool {
 /// Runs the binary with `args` until it exits (bounded by the harness deadline); its status,
 /// stdout and stderr.
 fn run_binary(args: &[&str]) -> (std::process::ExitStatus, String, String) {
+    run_binary_with_env(args, &[])
+}
+
+/// `run_binary` with the variables `env` set.
+fn run_binary_with_env(
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::ExitStatus, String, String) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_gbds-notifier"))
         .args(args)
         .env_clear()
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
