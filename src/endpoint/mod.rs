@@ -11,6 +11,7 @@ pub mod address;
 pub mod amqp;
 mod auth;
 mod format;
+pub mod grammar;
 mod registry;
 
 use base64::engine::general_purpose::STANDARD as B64;
