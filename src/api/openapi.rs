@@ -182,20 +182,16 @@ pub fn endpoint_id() -> Object {
         .build()
 }
 
-/// An endpoint's URL: `http://` or `https://` with a host (`endpoint::check_url`).
+/// An endpoint's URL, in the grammar the API takes (`endpoint::grammar`).
 pub fn url() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
         .format(Some(utoipa::openapi::SchemaFormat::Custom(
             "uri".to_owned(),
         )))
-        .pattern(Some(URL_PATTERN))
+        .pattern(Some(crate::endpoint::grammar::PATTERN))
         .build()
 }
-
-/// The URLs the document describes: an http(s) scheme in any case, then a host. Not every
-/// string of this shape is a URL (the `uri` format says the rest).
-const URL_PATTERN: &str = "^[hH][tT][tT][pP]([sS])?://[A-Za-z][A-Za-z0-9-]*(\\.[A-Za-z][A-Za-z0-9-]*)*(:[1-9][0-9]{0,3})?(/[A-Za-z0-9._~-]*)*$";
 
 pub fn url_or_null() -> Schema {
     or_null(url())

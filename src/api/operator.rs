@@ -429,6 +429,19 @@ fn checked_format(format: &str) -> Result<Format, ApiError> {
     Format::parse(format).map_err(|why| ApiError::invalid(format!("format: {why}")))
 }
 
+/// An endpoint's `url`, checked: in the grammar `/openapi.json` publishes (narrower than the
+/// configuration file's: the document and the service must agree on every URL), and a URL.
+fn checked_url(url: &str) -> Result<reqwest::Url, ApiError> {
+    if !endpoint::grammar::fits(url) {
+        return Err(ApiError::invalid(format!(
+            "url {url:?} is not one the API takes: http:// or https://, a host name or an IPv4 \
+             address, an optional port (1–65535), then a path and a query of URL characters \
+             (no user info, fragment or IPv6 literal; the configuration file takes those)"
+        )));
+    }
+    endpoint::check_url(url).map_err(ApiError::invalid)
+}
+
 /// A `secret`, checked: a 422 says what is wrong with it, never what it is.
 fn checked_secret(secret: &Secret) -> Result<(), ApiError> {
     endpoint::check_secret(secret.expose())
@@ -439,7 +452,7 @@ impl CreateEndpoint {
     /// The endpoint asked for, checked by the same rules as the configuration file's.
     fn into_endpoint(self) -> Result<Endpoint, ApiError> {
         endpoint::check_id(&self.id).map_err(ApiError::invalid)?;
-        let url = endpoint::check_url(&self.url).map_err(ApiError::invalid)?;
+        let url = checked_url(&self.url)?;
         if let Some(secret) = &self.secret {
             checked_secret(secret)?;
         }
@@ -528,7 +541,7 @@ impl UpdateEndpoint {
         let url = match &self.url {
             Some(url) => {
                 endpoint::check_id(id).map_err(ApiError::invalid)?;
-                Some(endpoint::check_url(url).map_err(ApiError::invalid)?)
+                Some(checked_url(url)?)
             }
             None => None,
         };

@@ -167,6 +167,18 @@ async fn endpoints_can_be_added_changed_and_removed_at_runtime_beside_the_config
     )
     .await
     .refused(422, "invalid_request");
+    // Outside the URL grammar `/openapi.json` publishes, though a URL parser takes each: the
+    // document and the service agree (the configuration file takes the wider set).
+    for url in ["https://x.io*", "http://u:p@x.io/", "http://[::1]:9/", "http://x.io/#f"] {
+        api.call(
+            "POST",
+            "/v1/endpoints",
+            Some(ADMIN),
+            Some(&json!({"id": "outside", "url": url})),
+        )
+        .await
+        .invalid("is not one the API takes");
+    }
 
     api.enroll("tg-after", "FAILED").await;
     other
