@@ -169,7 +169,12 @@ async fn endpoints_can_be_added_changed_and_removed_at_runtime_beside_the_config
     .refused(422, "invalid_request");
     // Outside the URL grammar `/openapi.json` publishes, though a URL parser takes each: the
     // document and the service agree (the configuration file takes the wider set).
-    for url in ["https://x.io*", "http://u:p@x.io/", "http://[::1]:9/", "http://x.io/#f"] {
+    for url in [
+        "https://x.io*",
+        "http://u:p@x.io/",
+        "http://[::1]:9/",
+        "http://x.io/#f",
+    ] {
         api.call(
             "POST",
             "/v1/endpoints",
