@@ -24,6 +24,24 @@ pub async fn scrape(service: &ServiceProcess) -> String {
     String::from_utf8(answer.body.to_vec()).expect("UTF-8 text")
 }
 
+/// Waits for `/readyz` to answer 503 and returns its reason, then for the process to exit
+/// with status 3 (for its supervisor to restart it) with the panic in its log.
+async fn dies_not_ready_with_status_3(service: ServiceProcess) -> String {
+    let reason = eventually("/readyz to turn 503", async || {
+        let answer = service.api.get("/readyz", None).await;
+        (answer.status == 503).then(|| answer.refused(503, "not_ready"))
+    })
+    .await;
+    let (status, log) = service.exited().await;
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "exit status 3 for a restart:\n{log}"
+    );
+    assert!(log.contains("panicked"), "the panic is logged:\n{log}");
+    reason
+}
+
 #[tokio::test]
 async fn a_writer_that_dies_turns_readiness_red_and_the_process_exits_with_status_3() {
     let receiver = Receiver::start().await;
@@ -38,23 +56,11 @@ async fn a_writer_that_dies_turns_readiness_red_and_the_process_exits_with_statu
     let answer = service.api.register("tg-fatal", "ENROLL").await;
     let message = answer.refused(503, "store_unavailable");
     assert!(message.contains("unknown"), "{message}");
-    let reason = eventually("/readyz to turn 503", async || {
-        let answer = service.api.get("/readyz", None).await;
-        (answer.status == 503).then(|| answer.refused(503, "not_ready"))
-    })
-    .await;
+    let reason = dies_not_ready_with_status_3(service).await;
     assert!(
         reason.contains("writer") && reason.contains("fault hook"),
         "{reason}"
     );
-
-    let (status, log) = service.exited().await;
-    assert_eq!(
-        status.code(),
-        Some(3),
-        "exit status 3 for a restart:\n{log}"
-    );
-    assert!(log.contains("panicked"), "the panic is logged:\n{log}");
 }
 
 #[tokio::test]
@@ -83,23 +89,11 @@ async fn a_dispatcher_that_dies_turns_readiness_red_and_the_process_exits_with_s
     api.event("tg-fatal", json!({"type": "MATCH"}))
         .await
         .ok(200);
-    let reason = eventually("/readyz to turn 503", async || {
-        let answer = service.api.get("/readyz", None).await;
-        (answer.status == 503).then(|| answer.refused(503, "not_ready"))
-    })
-    .await;
+    let reason = dies_not_ready_with_status_3(service).await;
     assert!(
         reason.starts_with("dispatcher: ") && reason.contains("fault hook"),
         "{reason}"
     );
-
-    let (status, log) = service.exited().await;
-    assert_eq!(
-        status.code(),
-        Some(3),
-        "exit status 3 for a restart:\n{log}"
-    );
-    assert!(log.contains("panicked"), "the panic is logged:\n{log}");
     assert!(
         receiver.delivered("tg-fatal").is_empty(),
         "the hook fires before the POST"
