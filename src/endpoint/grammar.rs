@@ -70,10 +70,7 @@ pub fn fits(url: &str) -> bool {
 
 fn strip_scheme(url: &str) -> Option<&str> {
     let (scheme, rest) = url.split_once("://")?;
-    scheme
-        .eq_ignore_ascii_case("http")
-        .then_some(rest)
-        .or_else(|| scheme.eq_ignore_ascii_case("https").then_some(rest))
+    (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")).then_some(rest)
 }
 
 fn is_host_name(host: &str) -> bool {
