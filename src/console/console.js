@@ -301,7 +301,9 @@
     part('count').textContent = String(total);
     part('count').setAttribute('aria-label', `${total} waiting`);
     const oldest = mine.map((c) => c.oldest_at).sort()[0];
-    part('oldest').textContent = oldest ? `Longest waiting: ${age(oldest)}` : 'Nothing waiting.';
+    // An empty queue says so once, in its table.
+    part('oldest').textContent = oldest ? `Longest waiting: ${age(oldest)}` : '';
+    part('oldest').hidden = !oldest;
 
     const params = new URLSearchParams({ state, limit: String(PAGE_SIZE) });
     if (operation) params.set('operation', operation);
@@ -497,7 +499,7 @@
         const detail = [];
         if (d.status === 'delivered') detail.push(` at ${when(d.delivered_at)}`);
         if (d.attempts) detail.push(` · ${d.attempts} attempt${d.attempts === 1 ? '' : 's'}`);
-        if (d.status !== 'delivered' && (d.last_status || d.last_error)) detail.push(` · last: ${d.last_status || ''} ${d.last_error || ''}`.trimEnd());
+        if (d.status !== 'delivered' && lastOutcome(d)) detail.push(` · last: ${lastOutcome(d)}`);
         deliveries.appendChild(el('span', { 'data-endpoint': d.endpoint },
           el('b', { text: d.endpoint }), ' ', el('span', { class: `pill ${d.status}`, text: d.status }), detail.join(''),
           d.status === 'dead'
@@ -608,6 +610,18 @@
     labelCells(rows);
   }
 
+  /**
+   * A delivery's last failed attempt in words. The error usually names the status already
+   * ("HTTP 500", "410 Gone: ..."), so the status is added only when it does not.
+   */
+  function lastOutcome(d) {
+    const status = d.last_status === null || d.last_status === undefined ? null : String(d.last_status);
+    const error = d.last_error || null;
+    if (error && (status === null || error.includes(status))) return error;
+    if (status === null) return '';
+    return error ? `HTTP ${status}: ${error}` : `HTTP ${status}`;
+  }
+
   async function loadDead() {
     const endpoint = $('dead-endpoint').value;
     const rows = $('dead-rows');
@@ -632,7 +646,7 @@
         el('td', null, el('a', { href: `#tx/${encodeURIComponent(d.tguid)}` }, el('code', { text: d.tguid }))),
         el('td', { text: d.seq }),
         el('td', { text: d.attempts }),
-        el('td', { text: [d.last_status, d.last_error].filter((x) => x !== null && x !== undefined).join(' ') || '—' }),
+        el('td', { text: lastOutcome(d) || '—' }),
         el('td', null, timeEl(d.last_attempt_at)),
         el('td', null, el('button', { type: 'button', onclick: () => retryDelivery(d, loadOperator) }, 'Retry'))));
     }

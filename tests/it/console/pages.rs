@@ -416,6 +416,15 @@ async fn the_operator_screen_retries_a_dead_delivery_and_recovers_an_endpoint() 
         .await;
     assert_eq!(row[2], json!("0"), "backlog: {row}");
     assert_eq!(row[3], json!("2"), "dead: {row}");
+    // The last attempt reads as the receiver's answer, once: not "500 HTTP 500".
+    let last = b
+        .js("return Array.from(document.querySelectorAll('#dead-rows tr[data-delivery]'), (r) => r.querySelectorAll('td')[3].textContent);")
+        .await;
+    assert_eq!(
+        last,
+        json!(["HTTP 500", "HTTP 500"]),
+        "last attempt: {last}"
+    );
     b.screenshots("operator").await;
 
     // Retry the first dead delivery; it arrives.
@@ -507,6 +516,16 @@ async fn a_queue_longer_than_a_page_is_paged_with_its_count() {
     b.click("#queue-PENDING [data-role=prev]").await;
     b.wait_for("the first page again", &page("tg-page-00"))
         .await;
+    // The empty queue says so once, in its table, not also in the line above it.
+    let empty = b
+        .wait_for(
+            "the empty exception queue",
+            "const box = document.getElementById('queue-EXCEPTION');
+             if (!box || !box.querySelector('tbody').children.length) return null;
+             return box.textContent.split('Nothing waiting.').length - 1;",
+        )
+        .await;
+    assert_eq!(empty, json!(1));
     b.close().await;
     app.stop().await;
 }
