@@ -1,11 +1,10 @@
 //! The database file deleted under a running service: no write is acknowledged after that
 //! (each gets 503 `store_unavailable`), and the store reports itself not ready, saying why.
 
-use gbds_notifier::domain::{Operation, Tguid};
 use gbds_notifier::health::Component;
-use gbds_notifier::store::WriteError;
 
-use crate::harness::{database_in, spawn_app, store_with_one_endpoint};
+use super::{app_with_one_write, writes_get_503, StoreOnFile};
+use crate::harness::database_in;
 
 fn remove_database(db: &std::path::Path) {
     for suffix in ["", "-wal", "-shm"] {
@@ -20,20 +19,10 @@ async fn after_the_file_is_deleted_every_write_gets_503_and_nothing_is_acknowled
     if super::skipped() {
         return;
     }
-    let app = spawn_app("").await;
-    app.api.register("tg-before", "ENROLL").await.ok(201);
+    let app = app_with_one_write().await;
     remove_database(&database_in(app.dir.path()));
 
-    let message = app
-        .api
-        .register("tg-after", "ENROLL")
-        .await
-        .refused(503, "store_unavailable");
-    assert!(message.contains("deleted"), "{message}");
-    app.api
-        .event("tg-before", serde_json::json!({"type": "ENROLLED"}))
-        .await
-        .refused(503, "store_unavailable");
+    writes_get_503(&app, "tg-after", "deleted").await;
     // The probe an orchestrator reads says so, and why.
     let ready = app.api.get("/readyz", None).await;
     assert_eq!(ready.status, 503);
@@ -52,25 +41,12 @@ async fn a_store_whose_file_was_deleted_refuses_writes_and_is_not_ready() {
     if super::skipped() {
         return;
     }
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = dir.path().join("n.db");
-    let opened = store_with_one_endpoint(&db).await;
-    let store = opened.store;
-    let tguid = |t: &str| Tguid::parse(t).expect("a tguid");
-    store
-        .register(tguid("a"), Operation::Enroll, "test".into())
-        .await
-        .expect("written while the file is there");
+    let on_file = StoreOnFile::open().await;
+    let store = &on_file.store;
     assert!(store.health.is_ready());
 
-    remove_database(&db);
-    let refused = store
-        .register(tguid("b"), Operation::Enroll, "test".into())
-        .await;
-    assert!(
-        matches!(refused, Err(WriteError::Unavailable(_))),
-        "{refused:?}"
-    );
+    remove_database(&on_file.db);
+    on_file.register_is_refused("b").await;
     let reason = store
         .health
         .reason(Component::Store)

@@ -5,31 +5,22 @@
 
 #![cfg(debug_assertions)]
 
-use gbds_notifier::domain::{Input, Operation, Outcome, Tguid};
+use gbds_notifier::domain::{Input, Operation, Outcome};
 use gbds_notifier::health::Component;
-use gbds_notifier::store::{fault, Completion, InputRequest, WriteError};
+use gbds_notifier::store::{fault, Completion, InputRequest};
 
-use crate::harness::{database_in, spawn_app, status_body, store_with_one_endpoint};
+use super::{app_with_one_write, tguid, writes_get_503, StoreOnFile};
+use crate::harness::{database_in, status_body};
 
 #[tokio::test]
 async fn writes_on_a_full_disk_get_503_and_are_taken_again_once_there_is_space() {
     if super::skipped() {
         return;
     }
-    let app = spawn_app("").await;
+    let app = app_with_one_write().await;
     let db = database_in(app.dir.path());
-    app.api.register("tg-before", "ENROLL").await.ok(201);
     fault::set_disk_full(&db, true);
-    let message = app
-        .api
-        .register("tg-refused", "ENROLL")
-        .await
-        .refused(503, "store_unavailable");
-    assert!(message.contains("full"), "{message}");
-    app.api
-        .event("tg-before", serde_json::json!({"type": "ENROLLED"}))
-        .await
-        .refused(503, "store_unavailable");
+    writes_get_503(&app, "tg-refused", "full").await;
 
     fault::set_disk_full(&db, false);
     app.api
@@ -54,14 +45,8 @@ async fn a_200_that_could_not_be_recorded_is_kept_and_its_delivery_is_not_handed
     if super::skipped() {
         return;
     }
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let db = dir.path().join("n.db");
-    let store = store_with_one_endpoint(&db).await.store;
-    let tguid = |t: &str| Tguid::parse(t).expect("a tguid");
-    store
-        .register(tguid("a"), Operation::Enroll, "test".into())
-        .await
-        .expect("registered");
+    let on_file = StoreOnFile::open().await;
+    let (store, db) = (&on_file.store, &on_file.db);
     store
         .apply(InputRequest {
             tguid: tguid("a"),
@@ -76,7 +61,7 @@ async fn a_200_that_could_not_be_recorded_is_kept_and_its_delivery_is_not_handed
     let sent = &claimed[0];
 
     // The receiver answered 200; the disk is full when the result is to be recorded.
-    fault::set_disk_full(&db, true);
+    fault::set_disk_full(db, true);
     store
         .complete(vec![Completion::Delivered {
             id: sent.id,
@@ -84,17 +69,11 @@ async fn a_200_that_could_not_be_recorded_is_kept_and_its_delivery_is_not_handed
         }])
         .await;
     // Commands run in order: once this is answered, the result above has met the full disk.
-    let refused = store
-        .register(tguid("b"), Operation::Enroll, "test".into())
-        .await;
-    assert!(
-        matches!(refused, Err(WriteError::Unavailable(_))),
-        "{refused:?}"
-    );
+    on_file.register_is_refused("b").await;
     let reason = store.health.reason(Component::Store).expect("not ready");
     assert!(reason.contains("full"), "{reason}");
 
-    fault::set_disk_full(&db, false);
+    fault::set_disk_full(db, false);
     let again = store.claim(10).await.deliveries;
     assert!(
         again.is_empty(),
@@ -106,7 +85,7 @@ async fn a_200_that_could_not_be_recorded_is_kept_and_its_delivery_is_not_handed
         .await
         .expect("written once there is space");
     assert!(store.health.is_ready());
-    let delivered: i64 = rusqlite::Connection::open(&db)
+    let delivered: i64 = rusqlite::Connection::open(db)
         .and_then(|c| {
             c.query_row(
                 "SELECT count(*) FROM deliveries WHERE status = 'delivered'",

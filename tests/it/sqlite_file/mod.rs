@@ -10,7 +10,12 @@ mod disk_full;
 mod endpoints;
 mod single;
 
-use crate::harness::postgres;
+use std::path::PathBuf;
+
+use gbds_notifier::domain::{Operation, Tguid};
+use gbds_notifier::store::{Store, WriteError};
+
+use crate::harness::{postgres, spawn_app, store_with_one_endpoint, TestApp};
 
 fn skipped() -> bool {
     if !postgres::enabled() {
@@ -60,4 +65,69 @@ fn run_binary_with_env(
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// The service with transaction `tg-before` registered while its file is whole: where a test
+/// that then takes the file, or the room on its disk, away starts.
+async fn app_with_one_write() -> TestApp {
+    let app = spawn_app("").await;
+    app.api.register("tg-before", "ENROLL").await.ok(201);
+    app
+}
+
+/// Asserts that the service refuses writes with 503 `store_unavailable`: registering `tguid`
+/// (its message naming `why`) and an event on `tg-before` (from `app_with_one_write`).
+async fn writes_get_503(app: &TestApp, tguid: &str, why: &str) {
+    let message = app
+        .api
+        .register(tguid, "ENROLL")
+        .await
+        .refused(503, "store_unavailable");
+    assert!(message.contains(why), "{message}");
+    app.api
+        .event("tg-before", serde_json::json!({"type": "ENROLLED"}))
+        .await
+        .refused(503, "store_unavailable");
+}
+
+/// A store opened directly on a file of its own, with transaction `a` registered while the
+/// file is whole: the store-level twin of `app_with_one_write`.
+struct StoreOnFile {
+    /// Keeps the directory, and with it the file, for as long as the test runs.
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    store: Store,
+}
+
+impl StoreOnFile {
+    async fn open() -> StoreOnFile {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let db = dir.path().join("n.db");
+        let store = store_with_one_endpoint(&db).await.store;
+        store
+            .register(tguid("a"), Operation::Enroll, "test".into())
+            .await
+            .expect("written while the file is whole");
+        StoreOnFile {
+            _dir: dir,
+            db,
+            store,
+        }
+    }
+
+    /// Asserts that registering `t` is refused with `WriteError::Unavailable`.
+    async fn register_is_refused(&self, t: &str) {
+        let refused = self
+            .store
+            .register(tguid(t), Operation::Enroll, "test".into())
+            .await;
+        assert!(
+            matches!(refused, Err(WriteError::Unavailable(_))),
+            "{refused:?}"
+        );
+    }
+}
+
+fn tguid(t: &str) -> Tguid {
+    Tguid::parse(t).expect("a tguid")
 }
