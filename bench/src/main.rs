@@ -37,6 +37,11 @@ use clap::Parser;
 
 use args::BenchArgs;
 
+/// The allocator the `gbds-notifier` binary ships with, so that the service run in this
+/// process (`--compare`) is the service as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Runs the benchmark on its own runtime; prints the table; writes the JSON.
 fn main() -> anyhow::Result<()> {
     // The benchmark prints its own progress; an in-process service says only what goes
