@@ -192,6 +192,8 @@ impl Dispatcher {
         let mut tasks = JoinSet::new();
         // A panic in an attempt's task is the dispatcher's own: ended alone, that task would
         // leave its delivery leased until the lease ran out, unnoticed, the service ready.
+        // It comes on a channel of its own rather than from `tasks.join_next()` in the select
+        // below, which would wake this loop once for every delivery that ends.
         let (panicked, mut panics) = mpsc::unbounded_channel::<Panic>();
         // Claim at once: a restart finds what the last process left due.
         let mut claim = true;
