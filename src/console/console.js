@@ -499,7 +499,8 @@
         const detail = [];
         if (d.status === 'delivered') detail.push(` at ${when(d.delivered_at)}`);
         if (d.attempts) detail.push(` · ${d.attempts} attempt${d.attempts === 1 ? '' : 's'}`);
-        if (d.status !== 'delivered' && lastOutcome(d)) detail.push(` · last: ${lastOutcome(d)}`);
+        const last = d.status === 'delivered' ? '' : lastOutcome(d);
+        if (last) detail.push(` · last: ${last}`);
         deliveries.appendChild(el('span', { 'data-endpoint': d.endpoint },
           el('b', { text: d.endpoint }), ' ', el('span', { class: `pill ${d.status}`, text: d.status }), detail.join(''),
           d.status === 'dead'
